@@ -1,0 +1,145 @@
+//! Kernel throughput and overhead on the chosen adapter (honors WGPU_BACKEND etc.).
+//!
+//! Prints, each as the median of several timed repetitions:
+//! - dispatch cost: a submit of 1 vs 101 tiny dispatches, per dispatch (µs);
+//! - submit + wait round trip (µs);
+//! - linear_forward 4096x64 -> 64 tanh (GFLOP/s);
+//! - a 4-64-64-2 tanh MLP forward + backward for 4096 rows (ms).
+//!
+//! Run: `cargo bench --bench kernels` (add `WGPU_BACKEND=gl` or `vulkan`).
+
+use std::time::Instant;
+
+use ppo_wgpu::gpu::{Dispatch, GpuBuffer};
+use ppo_wgpu::nn::{MlpPlan, MlpSpec, Placement};
+use ppo_wgpu::ops::linear::{Activation, LinearForward, LinearSpec};
+use ppo_wgpu::{AdapterOptions, GpuContext};
+
+/// Median wall time in seconds of `reps` runs of `f` (after one warm-up run).
+fn median_seconds(reps: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    let mut times: Vec<f64> = (0..reps)
+        .map(|_| {
+            let start = Instant::now();
+            f();
+            start.elapsed().as_secs_f64()
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    times[times.len() / 2]
+}
+
+fn filled(ctx: &GpuContext, name: &str, len: usize) -> GpuBuffer<f32> {
+    let data: Vec<f32> = (0..len)
+        .map(|i| ((i * 7919 % 1000) as f32 / 1000.0) - 0.5)
+        .collect();
+    GpuBuffer::from_slice(ctx, name, &data).expect("buffer")
+}
+
+fn main() {
+    let ctx = GpuContext::new(&AdapterOptions::default()).unwrap_or_else(|e| {
+        eprintln!("error: {e}");
+        std::process::exit(1)
+    });
+    println!("adapter: {}", ctx.adapter.describe());
+    let wait = || ctx.wait().expect("device wait");
+
+    // A 1x1 -> 1 linear layer on one row: the smallest dispatch we have.
+    let tiny = LinearSpec {
+        num_agents: 1,
+        rows_per_agent: 1,
+        in_dim: 1,
+        out_dim: 1,
+        param_stride: 2,
+        w_offset: 0,
+        b_offset: 1,
+        activation: Activation::Identity,
+    };
+    let (tx, tp, ty) = (
+        filled(&ctx, "x", 1),
+        filled(&ctx, "p", 2),
+        filled(&ctx, "y", 1),
+    );
+    let tiny_op = LinearForward::new(&ctx, &tiny, &tx, &tp, &ty).expect("tiny op");
+    let one: Vec<&Dispatch> = vec![tiny_op.dispatch()];
+    let many: Vec<&Dispatch> = vec![tiny_op.dispatch(); 101];
+    let t_one = median_seconds(51, || {
+        ctx.run("one", &one);
+        wait();
+    });
+    let t_many = median_seconds(21, || {
+        ctx.run("many", &many);
+        wait();
+    });
+    println!(
+        "submit + wait round trip (1 tiny dispatch): {:8.1} µs",
+        t_one * 1e6
+    );
+    println!(
+        "cost per extra dispatch in one submit:      {:8.1} µs",
+        (t_many - t_one) / 100.0 * 1e6
+    );
+
+    let rows = 4096;
+    let spec = LinearSpec {
+        num_agents: 1,
+        rows_per_agent: rows,
+        in_dim: 64,
+        out_dim: 64,
+        param_stride: 64 * 65,
+        w_offset: 0,
+        b_offset: 64 * 64,
+        activation: Activation::Tanh,
+    };
+    let (x, p, y) = (
+        filled(&ctx, "x", rows * 64),
+        filled(&ctx, "p", 64 * 65),
+        filled(&ctx, "y", rows * 64),
+    );
+    let op = LinearForward::new(&ctx, &spec, &x, &p, &y).expect("linear op");
+    let t_linear = median_seconds(21, || {
+        ctx.run("linear", &[op.dispatch()]);
+        wait();
+    });
+    let flops = 2.0 * (rows * 64 * 64) as f64;
+    println!(
+        "linear_forward 4096x64->64 tanh:            {:8.3} ms  {:6.2} GFLOP/s",
+        t_linear * 1e3,
+        flops / t_linear / 1e9
+    );
+
+    let mlp = MlpSpec::new(4, &[64, 64], 2).expect("spec");
+    let placement = Placement {
+        num_agents: 1,
+        rows_per_agent: rows,
+        param_stride: mlp.param_count(),
+        base: 0,
+    };
+    let (mx, mp, mg) = (
+        filled(&ctx, "obs", rows * 4),
+        filled(&ctx, "params", mlp.param_count()),
+        filled(&ctx, "grads", mlp.param_count()),
+    );
+    let plan = MlpPlan::new(&ctx, "actor", &mlp, placement, &mx, &mp, &mg).expect("plan");
+    let forward = plan.forward_dispatches();
+    let mut both = plan.forward_dispatches();
+    both.extend(plan.backward_dispatches());
+    let t_fwd = median_seconds(21, || {
+        ctx.run("mlp forward", &forward);
+        wait();
+    });
+    let t_both = median_seconds(21, || {
+        ctx.run("mlp forward+backward", &both);
+        wait();
+    });
+    println!(
+        "MLP 4-64-64-2 forward, 4096 rows:          {:8.3} ms ({} dispatches)",
+        t_fwd * 1e3,
+        forward.len()
+    );
+    println!(
+        "MLP 4-64-64-2 forward+backward, 4096 rows: {:8.3} ms ({} dispatches)",
+        t_both * 1e3,
+        both.len()
+    );
+}

@@ -1,0 +1,231 @@
+//! The kernel registry: every WGSL entry point this crate dispatches, its
+//! source, its explicit bind-group layout, and pipeline creation inside an
+//! error scope so a bad shader is an `Err` naming it, never a panic.
+
+use crate::error::{Error, Result};
+
+/// How a kernel sees one binding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Binding {
+    /// A small uniform block of dimensions and scalars.
+    Uniform,
+    /// A storage buffer the kernel only reads.
+    Read,
+    /// A storage buffer the kernel writes.
+    ReadWrite,
+}
+
+/// A shader file under `shaders/`, embedded at compile time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ShaderFile {
+    pub name: &'static str,
+    pub source: &'static str,
+}
+
+macro_rules! shader_files {
+    ($($ident:ident => $file:literal),* $(,)?) => {
+        $(pub const $ident: ShaderFile = ShaderFile {
+            name: $file,
+            source: include_str!(concat!("../../shaders/", $file)),
+        };)*
+        /// Every shader file of the crate (the naga portability test walks these
+        /// and checks that no file in `shaders/` is missing from the list).
+        pub const ALL_SHADERS: &[ShaderFile] = &[$($ident),*];
+    };
+}
+
+shader_files! {
+    LINEAR_FORWARD_WGSL => "linear_forward.wgsl",
+    LINEAR_BACKWARD_WGSL => "linear_backward.wgsl",
+}
+
+/// One dispatchable entry point.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kernel {
+    LinearForward,
+    LinearBackwardData,
+    LinearBackwardWeights,
+}
+
+/// What the registry knows about a kernel.
+#[derive(Clone, Copy, Debug)]
+pub struct KernelSpec {
+    pub shader: ShaderFile,
+    pub entry_point: &'static str,
+    /// `(binding index, kind)` for each binding the entry point uses, group 0.
+    pub bindings: &'static [(u32, Binding)],
+}
+
+use Binding::{Read, ReadWrite, Uniform};
+
+impl Kernel {
+    /// Every kernel, for tests that build each pipeline.
+    pub const ALL: &'static [Kernel] = &[
+        Kernel::LinearForward,
+        Kernel::LinearBackwardData,
+        Kernel::LinearBackwardWeights,
+    ];
+
+    pub fn spec(self) -> KernelSpec {
+        match self {
+            Kernel::LinearForward => KernelSpec {
+                shader: LINEAR_FORWARD_WGSL,
+                entry_point: "linear_forward",
+                bindings: &[(0, Uniform), (1, Read), (2, Read), (3, ReadWrite)],
+            },
+            Kernel::LinearBackwardData => KernelSpec {
+                shader: LINEAR_BACKWARD_WGSL,
+                entry_point: "linear_backward_data",
+                bindings: &[
+                    (0, Uniform),
+                    (2, Read),
+                    (3, Read),
+                    (4, Read),
+                    (5, ReadWrite),
+                ],
+            },
+            Kernel::LinearBackwardWeights => KernelSpec {
+                shader: LINEAR_BACKWARD_WGSL,
+                entry_point: "linear_backward_weights",
+                bindings: &[
+                    (0, Uniform),
+                    (1, Read),
+                    (3, Read),
+                    (4, Read),
+                    (6, ReadWrite),
+                ],
+            },
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        self.spec().entry_point
+    }
+}
+
+/// Cache key: kernel, entry point and the override constants' values.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct PipelineKey {
+    kernel: Kernel,
+    entry_point: &'static str,
+    constants: Vec<(&'static str, u32)>,
+}
+
+impl PipelineKey {
+    pub fn new(
+        kernel: Kernel,
+        entry_point: &'static str,
+        constants: &[(&'static str, u32)],
+    ) -> Self {
+        let mut constants = constants.to_vec();
+        constants.sort();
+        PipelineKey {
+            kernel,
+            entry_point,
+            constants,
+        }
+    }
+}
+
+pub(crate) fn create_bind_group_layout(
+    device: &wgpu::Device,
+    kernel: Kernel,
+) -> wgpu::BindGroupLayout {
+    let entries: Vec<wgpu::BindGroupLayoutEntry> = kernel
+        .spec()
+        .bindings
+        .iter()
+        .map(|&(binding, kind)| wgpu::BindGroupLayoutEntry {
+            binding,
+            visibility: wgpu::ShaderStages::COMPUTE,
+            ty: wgpu::BindingType::Buffer {
+                ty: match kind {
+                    Binding::Uniform => wgpu::BufferBindingType::Uniform,
+                    Binding::Read => wgpu::BufferBindingType::Storage { read_only: true },
+                    Binding::ReadWrite => wgpu::BufferBindingType::Storage { read_only: false },
+                },
+                has_dynamic_offset: false,
+                min_binding_size: None,
+            },
+            count: None,
+        })
+        .collect();
+    device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+        label: Some(kernel.name()),
+        entries: &entries,
+    })
+}
+
+pub(crate) fn create_pipeline(
+    device: &wgpu::Device,
+    kernel: Kernel,
+    entry_point: &'static str,
+    constants: &[(&'static str, u32)],
+    layout: &wgpu::BindGroupLayout,
+) -> Result<wgpu::ComputePipeline> {
+    let spec = kernel.spec();
+    create_pipeline_from_source(
+        device,
+        spec.shader.name,
+        spec.shader.source,
+        entry_point,
+        constants,
+        layout,
+    )
+}
+
+/// Compiles `source` and builds a compute pipeline for `entry_point` inside a
+/// validation error scope: any shader or pipeline error comes back as
+/// [`Error::Shader`] naming `shader_name`.
+pub fn create_pipeline_from_source(
+    device: &wgpu::Device,
+    shader_name: &str,
+    source: &str,
+    entry_point: &str,
+    constants: &[(&str, u32)],
+    layout: &wgpu::BindGroupLayout,
+) -> Result<wgpu::ComputePipeline> {
+    let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
+    let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+        label: Some(shader_name),
+        source: wgpu::ShaderSource::Wgsl(source.into()),
+    });
+    let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+        label: Some(shader_name),
+        bind_group_layouts: &[Some(layout)],
+        immediate_size: 0,
+    });
+    let constants_f64: Vec<(&str, f64)> = constants.iter().map(|&(k, v)| (k, v as f64)).collect();
+    let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+        label: Some(entry_point),
+        layout: Some(&pipeline_layout),
+        module: &module,
+        entry_point: Some(entry_point),
+        compilation_options: wgpu::PipelineCompilationOptions {
+            constants: &constants_f64,
+            zero_initialize_workgroup_memory: false,
+        },
+        cache: None,
+    });
+    if let Some(error) = pollster::block_on(scope.pop()) {
+        return Err(Error::Shader {
+            shader: shader_name.to_string(),
+            entry_point: entry_point.to_string(),
+            reason: error.to_string(),
+        });
+    }
+    Ok(pipeline)
+}
+
+/// Workgroup grid for `invocations` threads in 1-D workgroups of `workgroup_size`,
+/// folded into two dimensions when it exceeds `max_per_dimension`. Kernels
+/// compute their linear index as `gid.x + gid.y * num_workgroups.x * size`.
+pub fn grid_1d(invocations: u64, workgroup_size: u32, max_per_dimension: u32) -> (u32, u32) {
+    let groups = invocations.div_ceil(workgroup_size as u64).max(1);
+    if groups <= max_per_dimension as u64 {
+        (groups as u32, 1)
+    } else {
+        let y = groups.div_ceil(max_per_dimension as u64);
+        (groups.div_ceil(y) as u32, y as u32)
+    }
+}

@@ -1,0 +1,315 @@
+//! Linear layers with a population dimension: forward (optional fused tanh)
+//! and backward (dX; dW, db reduced over each agent's rows), on the GPU and
+//! as f64 CPU references.
+
+use crate::error::{Error, Result};
+use crate::gpu::{Dispatch, GpuBuffer, GpuContext, Kernel, UniformBuffer};
+
+/// The nonlinearity fused into a linear layer's output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activation {
+    Identity,
+    Tanh,
+}
+
+/// Shape and parameter placement of one linear layer applied to every agent.
+///
+/// Rows are `r = p * rows_per_agent + n`; agent `p`'s weights are
+/// `params[p * param_stride + w_offset ..][out_dim][in_dim]` (row-major) and its
+/// bias `params[p * param_stride + b_offset ..][out_dim]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LinearSpec {
+    pub num_agents: usize,
+    pub rows_per_agent: usize,
+    pub in_dim: usize,
+    pub out_dim: usize,
+    pub param_stride: usize,
+    pub w_offset: usize,
+    pub b_offset: usize,
+    pub activation: Activation,
+}
+
+/// The uniform block both linear shaders read (`struct Dims`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+struct LinearDims {
+    rows_per_agent: u32,
+    num_agents: u32,
+    in_dim: u32,
+    out_dim: u32,
+    param_stride: u32,
+    w_offset: u32,
+    b_offset: u32,
+    activation: u32,
+}
+
+impl LinearSpec {
+    /// Total rows over all agents.
+    pub fn rows(&self) -> usize {
+        self.num_agents * self.rows_per_agent
+    }
+
+    /// Checks the spec is self-consistent and fits 32-bit kernel indices.
+    pub fn validate(&self, op: &str) -> Result<()> {
+        let positive = [
+            ("num_agents", self.num_agents),
+            ("rows_per_agent", self.rows_per_agent),
+            ("in_dim", self.in_dim),
+            ("out_dim", self.out_dim),
+        ];
+        for (field, value) in positive {
+            if value == 0 {
+                return Err(Error::config(
+                    format!("{op}.{field}"),
+                    value,
+                    "must be at least 1",
+                ));
+            }
+        }
+        let weights_end = self.w_offset + self.in_dim * self.out_dim;
+        let bias_end = self.b_offset + self.out_dim;
+        if weights_end.max(bias_end) > self.param_stride {
+            return Err(Error::config(
+                format!("{op}.param_stride"),
+                self.param_stride,
+                format!("layer parameters end at {}", weights_end.max(bias_end)),
+            ));
+        }
+        let largest = [
+            self.num_agents * self.param_stride,
+            self.rows() * self.in_dim.max(self.out_dim),
+        ]
+        .into_iter()
+        .max()
+        .unwrap_or(0);
+        if largest > u32::MAX as usize {
+            return Err(Error::config(
+                op,
+                largest,
+                "tensor larger than 2^32 elements; split the population",
+            ));
+        }
+        Ok(())
+    }
+
+    fn dims(&self) -> LinearDims {
+        LinearDims {
+            rows_per_agent: self.rows_per_agent as u32,
+            num_agents: self.num_agents as u32,
+            in_dim: self.in_dim as u32,
+            out_dim: self.out_dim as u32,
+            param_stride: self.param_stride as u32,
+            w_offset: self.w_offset as u32,
+            b_offset: self.b_offset as u32,
+            activation: match self.activation {
+                Activation::Identity => 0,
+                Activation::Tanh => 1,
+            },
+        }
+    }
+}
+
+/// The forward pass of one layer, bound to its buffers once.
+#[derive(Debug)]
+pub struct LinearForward {
+    dispatch: Dispatch,
+    _dims: UniformBuffer<LinearDims>,
+}
+
+impl LinearForward {
+    /// Binds `x` [rows][in_dim], `params` [num_agents][param_stride] and `y` [rows][out_dim].
+    pub fn new(
+        ctx: &GpuContext,
+        spec: &LinearSpec,
+        x: &GpuBuffer<f32>,
+        params: &GpuBuffer<f32>,
+        y: &GpuBuffer<f32>,
+    ) -> Result<Self> {
+        const OP: &str = "linear_forward";
+        spec.validate(OP)?;
+        x.expect_len(OP, spec.rows() * spec.in_dim)?;
+        params.expect_len(OP, spec.num_agents * spec.param_stride)?;
+        y.expect_len(OP, spec.rows() * spec.out_dim)?;
+        let dims = UniformBuffer::new(ctx, "linear_forward dims", &spec.dims());
+        let blocks = spec.num_agents * spec.rows_per_agent.div_ceil(4) * spec.out_dim.div_ceil(4);
+        let dispatch = Dispatch::new(
+            ctx,
+            Kernel::LinearForward,
+            &[dims.binding(), x.binding(), params.binding(), y.binding()],
+            blocks as u64,
+        )?;
+        Ok(LinearForward {
+            dispatch,
+            _dims: dims,
+        })
+    }
+
+    pub fn dispatch(&self) -> &Dispatch {
+        &self.dispatch
+    }
+}
+
+/// The backward pass of one layer: parameter gradients, and the input
+/// gradient when `dx` is given (the first layer of a network needs none).
+#[derive(Debug)]
+pub struct LinearBackward {
+    data: Option<Dispatch>,
+    weights: Dispatch,
+    _dims: UniformBuffer<LinearDims>,
+}
+
+/// The buffers a layer's backward pass reads and writes.
+pub struct LinearBackwardBuffers<'a> {
+    /// The layer's input [rows][in_dim].
+    pub x: &'a GpuBuffer<f32>,
+    pub params: &'a GpuBuffer<f32>,
+    /// The layer's output after activation [rows][out_dim].
+    pub y: &'a GpuBuffer<f32>,
+    /// Gradient of the loss with respect to `y`.
+    pub dy: &'a GpuBuffer<f32>,
+    /// Gradient with respect to `x`, written if present.
+    pub dx: Option<&'a GpuBuffer<f32>>,
+    /// Parameter gradients [num_agents][param_stride]; this layer's slots are overwritten.
+    pub grads: &'a GpuBuffer<f32>,
+}
+
+impl LinearBackward {
+    pub fn new(
+        ctx: &GpuContext,
+        spec: &LinearSpec,
+        buffers: &LinearBackwardBuffers<'_>,
+    ) -> Result<Self> {
+        const OP: &str = "linear_backward";
+        spec.validate(OP)?;
+        let rows = spec.rows();
+        buffers.x.expect_len(OP, rows * spec.in_dim)?;
+        buffers
+            .params
+            .expect_len(OP, spec.num_agents * spec.param_stride)?;
+        buffers.y.expect_len(OP, rows * spec.out_dim)?;
+        buffers.dy.expect_len(OP, rows * spec.out_dim)?;
+        buffers
+            .grads
+            .expect_len(OP, spec.num_agents * spec.param_stride)?;
+        if let Some(dx) = buffers.dx {
+            dx.expect_len(OP, rows * spec.in_dim)?;
+        }
+        let dims = UniformBuffer::new(ctx, "linear_backward dims", &spec.dims());
+        let data = match buffers.dx {
+            Some(dx) => Some(Dispatch::new(
+                ctx,
+                Kernel::LinearBackwardData,
+                &[
+                    dims.binding(),
+                    buffers.params.binding(),
+                    buffers.y.binding(),
+                    buffers.dy.binding(),
+                    dx.binding(),
+                ],
+                (spec.num_agents * spec.rows_per_agent.div_ceil(4) * spec.in_dim.div_ceil(4))
+                    as u64,
+            )?),
+            None => None,
+        };
+        let weights = Dispatch::new(
+            ctx,
+            Kernel::LinearBackwardWeights,
+            &[
+                dims.binding(),
+                buffers.x.binding(),
+                buffers.y.binding(),
+                buffers.dy.binding(),
+                buffers.grads.binding(),
+            ],
+            // One 64-lane workgroup per block (the shader reduces over rows within it).
+            (spec.num_agents * spec.out_dim.div_ceil(4) * (spec.in_dim + 1).div_ceil(4) * 64)
+                as u64,
+        )?;
+        Ok(LinearBackward {
+            data,
+            weights,
+            _dims: dims,
+        })
+    }
+
+    /// The dispatches in order (input gradient first, if any).
+    pub fn dispatches(&self) -> impl Iterator<Item = &Dispatch> {
+        self.data.iter().chain(std::iter::once(&self.weights))
+    }
+}
+
+fn agent_params<'a>(spec: &LinearSpec, params: &'a [f64], p: usize) -> (&'a [f64], &'a [f64]) {
+    let base = p * spec.param_stride;
+    (
+        &params[base + spec.w_offset..base + spec.w_offset + spec.in_dim * spec.out_dim],
+        &params[base + spec.b_offset..base + spec.b_offset + spec.out_dim],
+    )
+}
+
+/// CPU reference of [`LinearForward`] in f64: returns y [rows][out_dim].
+pub fn linear_forward_cpu(spec: &LinearSpec, x: &[f64], params: &[f64]) -> Vec<f64> {
+    let mut y = vec![0.0; spec.rows() * spec.out_dim];
+    for p in 0..spec.num_agents {
+        let (w, b) = agent_params(spec, params, p);
+        for n in 0..spec.rows_per_agent {
+            let r = p * spec.rows_per_agent + n;
+            let xr = &x[r * spec.in_dim..(r + 1) * spec.in_dim];
+            for o in 0..spec.out_dim {
+                let wo = &w[o * spec.in_dim..(o + 1) * spec.in_dim];
+                let z = b[o] + xr.iter().zip(wo).map(|(a, c)| a * c).sum::<f64>();
+                y[r * spec.out_dim + o] = match spec.activation {
+                    Activation::Identity => z,
+                    Activation::Tanh => z.tanh(),
+                };
+            }
+        }
+    }
+    y
+}
+
+/// Gradients of one layer from the CPU reference.
+#[derive(Clone, Debug)]
+pub struct LinearGrads {
+    /// [rows][in_dim]
+    pub dx: Vec<f64>,
+    /// [num_agents][out_dim][in_dim]
+    pub dw: Vec<f64>,
+    /// [num_agents][out_dim]
+    pub db: Vec<f64>,
+}
+
+/// CPU reference of [`LinearBackward`] in f64, given the layer's input `x`,
+/// output `y` (after activation) and upstream gradient `dy`.
+pub fn linear_backward_cpu(
+    spec: &LinearSpec,
+    x: &[f64],
+    params: &[f64],
+    y: &[f64],
+    dy: &[f64],
+) -> LinearGrads {
+    let (rows, in_dim, out_dim) = (spec.rows(), spec.in_dim, spec.out_dim);
+    let dz: Vec<f64> = match spec.activation {
+        Activation::Identity => dy.to_vec(),
+        Activation::Tanh => dy.iter().zip(y).map(|(g, v)| g * (1.0 - v * v)).collect(),
+    };
+    let mut grads = LinearGrads {
+        dx: vec![0.0; rows * in_dim],
+        dw: vec![0.0; spec.num_agents * out_dim * in_dim],
+        db: vec![0.0; spec.num_agents * out_dim],
+    };
+    for p in 0..spec.num_agents {
+        let (w, _) = agent_params(spec, params, p);
+        for n in 0..spec.rows_per_agent {
+            let r = p * spec.rows_per_agent + n;
+            for o in 0..out_dim {
+                let g = dz[r * out_dim + o];
+                grads.db[p * out_dim + o] += g;
+                for i in 0..in_dim {
+                    grads.dx[r * in_dim + i] += g * w[o * in_dim + i];
+                    grads.dw[(p * out_dim + o) * in_dim + i] += g * x[r * in_dim + i];
+                }
+            }
+        }
+    }
+    grads
+}

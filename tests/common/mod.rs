@@ -1,0 +1,81 @@
+//! Shared test helpers: one GPU context per test binary, seeded random data,
+//! and the |ref − gpu| ≤ atol + rtol·|ref| comparison that prints the worst elements.
+#![allow(dead_code)]
+
+use std::sync::OnceLock;
+
+use ppo_wgpu::{AdapterOptions, GpuContext};
+use rand::{Rng, SeedableRng};
+
+/// The context every test of a binary shares. Without an adapter the test is
+/// skipped with a message, except under `CI`, where that is a failure.
+pub fn ctx() -> Option<&'static GpuContext> {
+    static CTX: OnceLock<Option<GpuContext>> = OnceLock::new();
+    CTX.get_or_init(|| match GpuContext::new(&AdapterOptions::default()) {
+        Ok(ctx) => {
+            eprintln!("test adapter: {}", ctx.adapter.describe());
+            Some(ctx)
+        }
+        Err(e) => {
+            if std::env::var_os("CI").is_some() {
+                panic!("CI is set and no adapter was found: {e}");
+            }
+            eprintln!("SKIPPED: no adapter ({e})");
+            None
+        }
+    })
+    .as_ref()
+}
+
+/// Seeded uniform values in [lo, hi).
+pub fn random_vec(seed: u64, len: usize, lo: f32, hi: f32) -> Vec<f32> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    (0..len).map(|_| rng.random_range(lo..hi)).collect()
+}
+
+pub fn to_f64(v: &[f32]) -> Vec<f64> {
+    v.iter().map(|&x| x as f64).collect()
+}
+
+/// Asserts `gpu` matches `reference` elementwise; reports the worst relative
+/// error and the first mismatches. NaN anywhere in `gpu` fails.
+pub fn assert_close(what: &str, reference: &[f64], gpu: &[f32], atol: f64, rtol: f64) {
+    assert_eq!(reference.len(), gpu.len(), "{what}: length");
+    let mut worst = (0usize, -1.0f64);
+    let mut mismatches = Vec::new();
+    for (i, (&r, &g)) in reference.iter().zip(gpu).enumerate() {
+        let err = (r - g as f64).abs();
+        let bound = atol + rtol * r.abs();
+        // NaN compares false, so test it explicitly: an unwritten (poisoned) element fails.
+        let score = if g.is_nan() {
+            f64::INFINITY
+        } else {
+            err / bound
+        };
+        if score > 1.0 {
+            mismatches.push(format!("  [{i}] ref {r:.9e} gpu {g:.9e} |err| {err:.3e}"));
+        }
+        if score > worst.1 {
+            worst = (i, score);
+        }
+    }
+    if let Some(&r) = reference.get(worst.0) {
+        let g = gpu[worst.0] as f64;
+        let err = (r - g).abs();
+        eprintln!(
+            "{what}: {} elements, worst at [{}]: ref {r:.6e} gpu {g:.6e} |err| {err:.3e} rel {:.3e}",
+            reference.len(),
+            worst.0,
+            err / r.abs().max(1e-30)
+        );
+    }
+    if !mismatches.is_empty() {
+        let shown: Vec<_> = mismatches.iter().take(8).cloned().collect();
+        panic!(
+            "{what}: {} of {} elements exceed atol {atol:e} + rtol {rtol:e}·|ref|:\n{}",
+            mismatches.len(),
+            reference.len(),
+            shown.join("\n")
+        );
+    }
+}
