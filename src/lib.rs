@@ -4,11 +4,14 @@
 //! Every kernel carries a leading agent (population) dimension: P independent
 //! learners share one set of dispatches. See `DESIGN.md` in the repository.
 
+pub mod config;
 pub mod env;
 pub mod error;
 pub mod gpu;
 pub mod nn;
 pub mod ops;
+pub mod ppo;
+pub mod run;
 
 pub use error::{Error, Result};
 pub use gpu::{AdapterOptions, GpuContext};

@@ -184,8 +184,17 @@ pub fn read_into(ctx: &GpuContext, source: &wgpu::Buffer, out: &mut [u8]) -> Res
         });
     encoder.copy_buffer_to_buffer(source, 0, staging, 0, bytes);
     ctx.queue.submit([encoder.finish()]);
+    let bytes_read = map_read(ctx, staging, bytes)?;
+    out.copy_from_slice(&bytes_read[..out.len()]);
+    Ok(())
+}
+
+/// Maps the first `bytes` of a MAP_READ buffer once submitted work is done,
+/// waits for the device, copies them out and unmaps.
+fn map_read(ctx: &GpuContext, buffer: &wgpu::Buffer, bytes: u64) -> Result<Vec<u8>> {
+    let slice = buffer.slice(0..bytes);
     let (sender, receiver) = std::sync::mpsc::channel();
-    staging.map_async(wgpu::MapMode::Read, 0..bytes, move |result| {
+    slice.map_async(wgpu::MapMode::Read, move |result| {
         let _ = sender.send(result);
     });
     ctx.wait()?;
@@ -197,12 +206,51 @@ pub fn read_into(ctx: &GpuContext, source: &wgpu::Buffer, out: &mut [u8]) -> Res
         .recv()
         .map_err(|e| gpu_error(e.to_string()))?
         .map_err(|e| gpu_error(e.to_string()))?;
-    {
-        let view = staging
-            .get_mapped_range(0..bytes)
-            .map_err(|e| gpu_error(e.to_string()))?;
-        out.copy_from_slice(&view[..out.len()]);
+    let out = slice
+        .get_mapped_range()
+        .map_err(|e| gpu_error(e.to_string()))?
+        .to_vec();
+    buffer.unmap();
+    Ok(out)
+}
+
+/// A host-mappable buffer that copies are recorded into inside a larger
+/// command buffer, so a whole step or update needs one submit and one wait.
+#[derive(Debug)]
+pub struct Readback {
+    buffer: wgpu::Buffer,
+}
+
+impl Readback {
+    pub fn new(ctx: &GpuContext, label: &str, bytes: u64) -> Self {
+        Readback {
+            buffer: ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size: bytes.max(4).next_multiple_of(4),
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            }),
+        }
     }
-    staging.unmap();
-    Ok(())
+
+    /// Records a copy of all of `source` to byte `offset` of this buffer.
+    pub fn record_copy<T: Pod>(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        source: &GpuBuffer<T>,
+        offset: u64,
+    ) {
+        let bytes = (source.len() * std::mem::size_of::<T>()) as u64;
+        encoder.copy_buffer_to_buffer(&source.buffer, 0, &self.buffer, offset, bytes);
+    }
+
+    /// Maps the buffer after the copies were submitted, waits, and returns its bytes.
+    pub fn read_bytes(&self, ctx: &GpuContext) -> Result<Vec<u8>> {
+        map_read(ctx, &self.buffer, self.buffer.size())
+    }
+}
+
+/// `len` elements of `T` from byte `offset` of `bytes` (no alignment needed).
+pub fn decode<T: Pod>(bytes: &[u8], offset: usize, len: usize) -> Vec<T> {
+    bytemuck::pod_collect_to_vec(&bytes[offset..offset + len * std::mem::size_of::<T>()])
 }

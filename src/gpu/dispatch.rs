@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crate::error::Result;
 use crate::gpu::context::GpuContext;
-use crate::gpu::kernels::{grid_1d, Kernel};
+use crate::gpu::kernels::{grid_1d, Kernel, Shape};
 
 /// Workgroup size of the 1-D kernels (override constant `WORKGROUP_SIZE`).
 pub const WORKGROUP_SIZE: u32 = 64;
@@ -14,6 +14,8 @@ pub const WORKGROUP_SIZE: u32 = 64;
 #[derive(Debug)]
 pub struct Dispatch {
     kernel: Kernel,
+    /// The dims block bound at the kernel's first binding, when built by [`Dispatch::with_uniform`].
+    uniform: Option<wgpu::Buffer>,
     pipeline: Arc<wgpu::ComputePipeline>,
     bind_group: wgpu::BindGroup,
     grid: (u32, u32),
@@ -21,12 +23,13 @@ pub struct Dispatch {
 
 impl Dispatch {
     /// Binds `resources` (one per binding of the kernel's spec, in its order)
-    /// and sizes the grid for `invocations` threads.
+    /// and sizes the grid for `items` work items: invocations for
+    /// [`Shape::PerItem`] kernels, workgroups for [`Shape::PerWorkgroup`] ones.
     pub fn new(
         ctx: &GpuContext,
         kernel: Kernel,
         resources: &[wgpu::BindingResource<'_>],
-        invocations: u64,
+        items: u64,
     ) -> Result<Self> {
         let spec = kernel.spec();
         assert_eq!(
@@ -36,11 +39,12 @@ impl Dispatch {
             kernel.name(),
             spec.bindings.len()
         );
-        let pipeline = ctx.pipeline(
-            kernel,
-            spec.entry_point,
-            &[("WORKGROUP_SIZE", WORKGROUP_SIZE)],
-        )?;
+        let (constants, invocations, group_size): (&[(&'static str, u32)], u64, u32) =
+            match spec.shape {
+                Shape::PerItem => (&[("WORKGROUP_SIZE", WORKGROUP_SIZE)], items, WORKGROUP_SIZE),
+                Shape::PerWorkgroup(lanes) => (&[], items * lanes as u64, lanes),
+            };
+        let pipeline = ctx.pipeline(kernel, spec.entry_point, constants)?;
         let layout = ctx.bind_group_layout(kernel);
         let entries: Vec<wgpu::BindGroupEntry> = spec
             .bindings
@@ -58,15 +62,50 @@ impl Dispatch {
         });
         let grid = grid_1d(
             invocations,
-            WORKGROUP_SIZE,
+            group_size,
             ctx.limits.max_compute_workgroups_per_dimension,
         );
         Ok(Dispatch {
             kernel,
+            uniform: None,
             pipeline,
             bind_group,
             grid,
         })
+    }
+
+    /// Like [`Dispatch::new`], with a uniform block holding `dims` created and
+    /// bound at the kernel's first binding, followed by `storage`.
+    pub fn with_uniform<D: bytemuck::Pod>(
+        ctx: &GpuContext,
+        kernel: Kernel,
+        dims: &D,
+        storage: &[wgpu::BindingResource<'_>],
+        items: u64,
+    ) -> Result<Self> {
+        let uniform = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(kernel.name()),
+            size: (std::mem::size_of::<D>() as u64).next_multiple_of(16),
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        ctx.queue
+            .write_buffer(&uniform, 0, bytemuck::bytes_of(dims));
+        let mut resources = Vec::with_capacity(storage.len() + 1);
+        resources.push(uniform.as_entire_binding());
+        resources.extend(storage.iter().cloned());
+        let mut dispatch = Dispatch::new(ctx, kernel, &resources, items)?;
+        dispatch.uniform = Some(uniform);
+        Ok(dispatch)
+    }
+
+    /// Rewrites the dims block (queued: takes effect for work submitted after).
+    pub fn write_uniform<D: bytemuck::Pod>(&self, ctx: &GpuContext, dims: &D) {
+        let uniform = self
+            .uniform
+            .as_ref()
+            .expect("write_uniform on a dispatch built without a uniform (internal wiring error)");
+        ctx.queue.write_buffer(uniform, 0, bytemuck::bytes_of(dims));
     }
 
     /// Records the dispatch into a compute pass.

@@ -37,6 +37,12 @@ macro_rules! shader_files {
 shader_files! {
     LINEAR_FORWARD_WGSL => "linear_forward.wgsl",
     LINEAR_BACKWARD_WGSL => "linear_backward.wgsl",
+    CATEGORICAL_WGSL => "categorical.wgsl",
+    GAE_WGSL => "gae.wgsl",
+    GATHER_WGSL => "gather.wgsl",
+    PPO_LOSS_WGSL => "ppo_loss.wgsl",
+    STATS_WGSL => "stats.wgsl",
+    OPTIM_WGSL => "optim.wgsl",
 }
 
 /// One dispatchable entry point.
@@ -45,6 +51,26 @@ pub enum Kernel {
     LinearForward,
     LinearBackwardData,
     LinearBackwardWeights,
+    CategoricalSample,
+    GaeSequential,
+    GaeScan,
+    GatherMinibatch,
+    PpoLoss,
+    AdvNorm,
+    RowStatsMean,
+    ExplainedVariance,
+    GradNorm,
+    Adam,
+}
+
+/// How a kernel's grid is sized.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shape {
+    /// One invocation per work item, workgroups of the `WORKGROUP_SIZE`
+    /// override constant.
+    PerItem,
+    /// One workgroup of a fixed size per work item (reductions).
+    PerWorkgroup(u32),
 }
 
 /// What the registry knows about a kernel.
@@ -54,6 +80,7 @@ pub struct KernelSpec {
     pub entry_point: &'static str,
     /// `(binding index, kind)` for each binding the entry point uses, group 0.
     pub bindings: &'static [(u32, Binding)],
+    pub shape: Shape,
 }
 
 use Binding::{Read, ReadWrite, Uniform};
@@ -64,37 +91,159 @@ impl Kernel {
         Kernel::LinearForward,
         Kernel::LinearBackwardData,
         Kernel::LinearBackwardWeights,
+        Kernel::CategoricalSample,
+        Kernel::GaeSequential,
+        Kernel::GaeScan,
+        Kernel::GatherMinibatch,
+        Kernel::PpoLoss,
+        Kernel::AdvNorm,
+        Kernel::RowStatsMean,
+        Kernel::ExplainedVariance,
+        Kernel::GradNorm,
+        Kernel::Adam,
     ];
 
     pub fn spec(self) -> KernelSpec {
-        match self {
-            Kernel::LinearForward => KernelSpec {
-                shader: LINEAR_FORWARD_WGSL,
-                entry_point: "linear_forward",
-                bindings: &[(0, Uniform), (1, Read), (2, Read), (3, ReadWrite)],
-            },
-            Kernel::LinearBackwardData => KernelSpec {
-                shader: LINEAR_BACKWARD_WGSL,
-                entry_point: "linear_backward_data",
-                bindings: &[
-                    (0, Uniform),
-                    (2, Read),
-                    (3, Read),
-                    (4, Read),
-                    (5, ReadWrite),
-                ],
-            },
-            Kernel::LinearBackwardWeights => KernelSpec {
-                shader: LINEAR_BACKWARD_WGSL,
-                entry_point: "linear_backward_weights",
-                bindings: &[
-                    (0, Uniform),
-                    (1, Read),
-                    (3, Read),
-                    (4, Read),
-                    (6, ReadWrite),
-                ],
-            },
+        let (shader, entry_point, bindings, shape): (_, _, &'static [(u32, Binding)], _) =
+            match self {
+                Kernel::LinearForward => (
+                    LINEAR_FORWARD_WGSL,
+                    "linear_forward",
+                    &[(0, Uniform), (1, Read), (2, Read), (3, ReadWrite)],
+                    Shape::PerItem,
+                ),
+                Kernel::LinearBackwardData => (
+                    LINEAR_BACKWARD_WGSL,
+                    "linear_backward_data",
+                    &[
+                        (0, Uniform),
+                        (2, Read),
+                        (3, Read),
+                        (4, Read),
+                        (5, ReadWrite),
+                    ],
+                    Shape::PerItem,
+                ),
+                Kernel::LinearBackwardWeights => (
+                    LINEAR_BACKWARD_WGSL,
+                    "linear_backward_weights",
+                    &[
+                        (0, Uniform),
+                        (1, Read),
+                        (3, Read),
+                        (4, Read),
+                        (6, ReadWrite),
+                    ],
+                    Shape::PerWorkgroup(64),
+                ),
+                Kernel::CategoricalSample => (
+                    CATEGORICAL_WGSL,
+                    "categorical_sample",
+                    &[
+                        (0, Uniform),
+                        (1, Read),
+                        (2, Read),
+                        (3, ReadWrite),
+                        (4, ReadWrite),
+                    ],
+                    Shape::PerItem,
+                ),
+                Kernel::GaeSequential => (
+                    GAE_WGSL,
+                    "gae_sequential",
+                    &[
+                        (0, Uniform),
+                        (1, Read),
+                        (2, Read),
+                        (3, Read),
+                        (4, Read),
+                        (5, ReadWrite),
+                    ],
+                    Shape::PerItem,
+                ),
+                Kernel::GaeScan => (
+                    GAE_WGSL,
+                    "gae_scan",
+                    &[
+                        (0, Uniform),
+                        (1, Read),
+                        (2, Read),
+                        (3, Read),
+                        (4, Read),
+                        (5, ReadWrite),
+                    ],
+                    Shape::PerWorkgroup(256),
+                ),
+                Kernel::GatherMinibatch => (
+                    GATHER_WGSL,
+                    "gather_minibatch",
+                    &[
+                        (0, Uniform),
+                        (1, Read),
+                        (2, Read),
+                        (3, Read),
+                        (4, ReadWrite),
+                        (5, ReadWrite),
+                    ],
+                    Shape::PerItem,
+                ),
+                Kernel::PpoLoss => (
+                    PPO_LOSS_WGSL,
+                    "ppo_loss",
+                    &[
+                        (0, Uniform),
+                        (1, Read),
+                        (2, Read),
+                        (3, Read),
+                        (4, ReadWrite),
+                        (5, ReadWrite),
+                        (6, ReadWrite),
+                    ],
+                    Shape::PerItem,
+                ),
+                Kernel::AdvNorm => (
+                    STATS_WGSL,
+                    "adv_norm",
+                    &[(0, Uniform), (6, ReadWrite)],
+                    Shape::PerWorkgroup(64),
+                ),
+                Kernel::RowStatsMean => (
+                    STATS_WGSL,
+                    "row_stats_mean",
+                    &[(0, Uniform), (1, Read), (2, ReadWrite), (3, ReadWrite)],
+                    Shape::PerWorkgroup(64),
+                ),
+                Kernel::ExplainedVariance => (
+                    STATS_WGSL,
+                    "explained_variance",
+                    &[(0, Uniform), (4, Read), (5, ReadWrite)],
+                    Shape::PerWorkgroup(64),
+                ),
+                Kernel::GradNorm => (
+                    OPTIM_WGSL,
+                    "grad_norm",
+                    &[(0, Uniform), (1, Read), (2, ReadWrite)],
+                    Shape::PerWorkgroup(64),
+                ),
+                Kernel::Adam => (
+                    OPTIM_WGSL,
+                    "adam",
+                    &[
+                        (0, Uniform),
+                        (1, Read),
+                        (2, ReadWrite),
+                        (3, ReadWrite),
+                        (4, ReadWrite),
+                        (5, ReadWrite),
+                    ],
+                    Shape::PerItem,
+                ),
+            };
+        KernelSpec {
+            shader,
+            entry_point,
+            bindings,
+            shape,
         }
     }
 

@@ -5,7 +5,7 @@ pub mod context;
 pub mod dispatch;
 pub mod kernels;
 
-pub use buffers::{GpuBuffer, UniformBuffer};
+pub use buffers::{GpuBuffer, Readback, UniformBuffer};
 pub use context::{list_adapters, AdapterOptions, AdapterSummary, GpuContext};
 pub use dispatch::{Dispatch, WORKGROUP_SIZE};
 pub use kernels::{Kernel, ALL_SHADERS};

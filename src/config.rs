@@ -1,0 +1,543 @@
+//! PPO hyper-parameters under CleanRL's `ppo.py` names, their validation,
+//! named presets, and how a run's configuration is assembled from a preset,
+//! a TOML file and `--set key=value` overrides.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Most rollout rows (`num_agents × num_envs × num_steps`) a run may ask
+/// for: 2^28 rows of a 4-float observation already need 4 GiB of buffers, so
+/// anything larger is a typo, and refusing it here beats an allocation
+/// failure deep in the GPU code.
+pub const MAX_ROLLOUT_ROWS: usize = 1 << 28;
+
+/// Most network parameters over all agents (2^28 f32 = 1 GiB per copy; the
+/// optimizer keeps four copies: parameters, gradients, Adam m and v).
+pub const MAX_PARAMETERS: usize = 1 << 28;
+
+/// The presets [`PpoConfig::preset`] knows, in the order they are listed to users.
+pub const PRESET_NAMES: [&str; 4] = ["default", "cleanrl", "seed", "linear"];
+
+/// Every key a TOML file or `--set` may name, in struct order. A test keeps
+/// it equal to the fields serde sees.
+pub const FIELD_NAMES: [&str; 25] = [
+    "env_id",
+    "exp_name",
+    "seed",
+    "num_envs",
+    "num_steps",
+    "total_timesteps",
+    "learning_rate",
+    "anneal_lr",
+    "gamma",
+    "gae_lambda",
+    "num_minibatches",
+    "update_epochs",
+    "norm_adv",
+    "clip_coef",
+    "clip_vloss",
+    "ent_coef",
+    "vf_coef",
+    "max_grad_norm",
+    "target_kl",
+    "num_agents",
+    "hidden",
+    "max_episode_steps",
+    "eval_episodes",
+    "checkpoint_every",
+    "env_device",
+];
+
+/// Where environments are stepped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EnvDevice {
+    /// On the host, structure-of-arrays over all agents and envs.
+    Cpu,
+}
+
+/// PPO hyper-parameters. Names and defaults are CleanRL `ppo.py`'s, plus the
+/// population size and network shape this crate adds.
+///
+/// Deserialization fills missing keys from [`PpoConfig::default`] (so a
+/// partial TOML file works) and refuses unknown keys (so a typo is not
+/// silently ignored).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PpoConfig {
+    /// Environment id; names the run folder.
+    pub env_id: String,
+    /// Experiment name; names the run folder.
+    pub exp_name: String,
+    /// Seed of agent 0; agent p uses `seed + p`.
+    pub seed: u64,
+    /// Parallel environments per agent.
+    pub num_envs: usize,
+    /// Steps per environment per rollout.
+    pub num_steps: usize,
+    /// Environment steps per agent over the whole run.
+    pub total_timesteps: usize,
+    /// Adam learning rate (the start value when annealing).
+    pub learning_rate: f64,
+    /// Anneal the learning rate linearly to 0 over the iterations.
+    pub anneal_lr: bool,
+    /// Discount factor.
+    pub gamma: f64,
+    /// GAE λ.
+    pub gae_lambda: f64,
+    /// Minibatches per epoch; must divide `num_envs × num_steps`.
+    pub num_minibatches: usize,
+    /// Passes over the batch per iteration.
+    pub update_epochs: usize,
+    /// Normalize advantages per minibatch.
+    pub norm_adv: bool,
+    /// Surrogate clipping coefficient ε.
+    pub clip_coef: f64,
+    /// Clip the value loss around the old values (CleanRL's `clip_vloss`).
+    pub clip_vloss: bool,
+    /// Entropy bonus coefficient.
+    pub ent_coef: f64,
+    /// Value loss coefficient.
+    pub vf_coef: f64,
+    /// Global gradient-norm clip per agent.
+    pub max_grad_norm: f64,
+    /// Stop an iteration's epochs early once approx_kl exceeds this (None: never).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_kl: Option<f64>,
+    /// Independent agents trained side by side in the same dispatches.
+    pub num_agents: usize,
+    /// Hidden layer widths (tanh) of both the policy and the value network;
+    /// empty means a plain linear policy and value.
+    pub hidden: Vec<usize>,
+    /// Episode step limit (truncation), 500 for CartPole-v1.
+    pub max_episode_steps: usize,
+    /// Greedy evaluation episodes per agent at the end of training.
+    pub eval_episodes: usize,
+    /// Save a checkpoint every this many iterations; 0 saves only at the end.
+    pub checkpoint_every: usize,
+    /// Where environments are stepped.
+    pub env_device: EnvDevice,
+}
+
+/// Sizes derived from a configuration (CleanRL computes them in one place too).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sizes {
+    /// Transitions per agent per iteration: `num_envs × num_steps`.
+    pub batch_size: usize,
+    /// Transitions per agent per minibatch: `batch_size / num_minibatches`.
+    pub minibatch_size: usize,
+    /// Iterations of the run: `total_timesteps / batch_size` (rounded down,
+    /// as in CleanRL).
+    pub num_iterations: usize,
+}
+
+impl Default for PpoConfig {
+    /// CleanRL `ppo.py`'s defaults, one agent, a 64-64 tanh network.
+    fn default() -> Self {
+        PpoConfig {
+            env_id: "CartPole-v1".into(),
+            exp_name: "ppo".into(),
+            seed: 1,
+            num_envs: 4,
+            num_steps: 128,
+            total_timesteps: 500_000,
+            learning_rate: 2.5e-4,
+            anneal_lr: true,
+            gamma: 0.99,
+            gae_lambda: 0.95,
+            num_minibatches: 4,
+            update_epochs: 4,
+            norm_adv: true,
+            clip_coef: 0.2,
+            clip_vloss: true,
+            ent_coef: 0.01,
+            vf_coef: 0.5,
+            max_grad_norm: 0.5,
+            target_kl: None,
+            num_agents: 1,
+            hidden: vec![64, 64],
+            max_episode_steps: 500,
+            eval_episodes: 100,
+            checkpoint_every: 0,
+            env_device: EnvDevice::Cpu,
+        }
+    }
+}
+
+impl PpoConfig {
+    /// A named starting point; see [`PRESET_NAMES`].
+    ///
+    /// - `cleanrl`: CleanRL `ppo.py` exactly (64-64 tanh networks).
+    /// - `default`: what `train` uses without `--preset`. Identical to
+    ///   `cleanrl` until it is tuned by measurement on this implementation.
+    /// - `seed`: the seed design's setup: linear policy and value, one env,
+    ///   lr 1e-3 without annealing, 5 epochs over one minibatch, no advantage
+    ///   normalization, no entropy bonus, unclipped value loss, and gradient
+    ///   clipping effectively off (`max_grad_norm` 1e9). The seed updated once
+    ///   per episode; fixed 500-step batches (one full CartPole-v1 episode at
+    ///   most) approximate that with a constant batch size.
+    /// - `linear`: `cleanrl` with a linear policy and value; its other values
+    ///   are to be tuned by measurement.
+    pub fn preset(name: &str) -> Result<PpoConfig> {
+        let cleanrl = PpoConfig::default();
+        match name {
+            "cleanrl" | "default" => Ok(cleanrl),
+            "seed" => Ok(PpoConfig {
+                hidden: Vec::new(),
+                num_envs: 1,
+                num_steps: 500,
+                total_timesteps: 500_000,
+                learning_rate: 1e-3,
+                anneal_lr: false,
+                gamma: 0.99,
+                gae_lambda: 0.95,
+                clip_coef: 0.2,
+                update_epochs: 5,
+                num_minibatches: 1,
+                norm_adv: false,
+                ent_coef: 0.0,
+                clip_vloss: false,
+                max_grad_norm: 1e9,
+                ..cleanrl
+            }),
+            "linear" => Ok(PpoConfig {
+                hidden: Vec::new(),
+                ..cleanrl
+            }),
+            _ => Err(Error::config(
+                "preset",
+                name,
+                format!("unknown preset; valid presets: {}", PRESET_NAMES.join(", ")),
+            )),
+        }
+    }
+
+    /// The derived sizes. Meaningful only for a configuration that passed
+    /// [`validate`](Self::validate); never panics otherwise (a zero divisor
+    /// gives 0, an overflowing product saturates).
+    pub fn sizes(&self) -> Sizes {
+        let batch_size = self.num_envs.saturating_mul(self.num_steps);
+        Sizes {
+            batch_size,
+            minibatch_size: batch_size.checked_div(self.num_minibatches).unwrap_or(0),
+            num_iterations: self.total_timesteps.checked_div(batch_size).unwrap_or(0),
+        }
+    }
+
+    /// Refuses values the trainer cannot run, naming the field, its value and
+    /// the limit it breaks.
+    pub fn validate(&self) -> Result<()> {
+        check_name("env_id", &self.env_id)?;
+        check_name("exp_name", &self.exp_name)?;
+        let at_least_one = [
+            ("num_envs", self.num_envs),
+            ("num_steps", self.num_steps),
+            ("num_minibatches", self.num_minibatches),
+            ("update_epochs", self.update_epochs),
+            ("num_agents", self.num_agents),
+            ("max_episode_steps", self.max_episode_steps),
+            ("eval_episodes", self.eval_episodes),
+        ];
+        for (field, value) in at_least_one {
+            if value == 0 {
+                return Err(Error::config(field, value, "must be at least 1"));
+            }
+        }
+        if let Some(i) = self.hidden.iter().position(|&h| h == 0) {
+            return Err(Error::config(
+                format!("hidden[{i}]"),
+                0,
+                "hidden layer widths must be at least 1 (use hidden = [] for a linear network)",
+            ));
+        }
+        if self.seed.checked_add(self.num_agents as u64 - 1).is_none() {
+            return Err(Error::config(
+                "seed",
+                self.seed,
+                format!(
+                    "agent seeds seed..seed+{} overflow u64",
+                    self.num_agents - 1
+                ),
+            ));
+        }
+
+        let rows = self
+            .num_agents
+            .checked_mul(self.num_envs)
+            .and_then(|n| n.checked_mul(self.num_steps));
+        if rows.is_none_or(|rows| rows > MAX_ROLLOUT_ROWS) {
+            return Err(Error::config(
+                "num_agents × num_envs × num_steps",
+                format!(
+                    "{} × {} × {}",
+                    self.num_agents, self.num_envs, self.num_steps
+                ),
+                format!("rollout rows must be at most 2^28 = {MAX_ROLLOUT_ROWS}"),
+            ));
+        }
+        let Sizes { batch_size, .. } = self.sizes();
+        if batch_size % self.num_minibatches != 0 {
+            return Err(Error::config(
+                "num_minibatches",
+                self.num_minibatches,
+                format!(
+                    "must divide batch_size {batch_size} (num_envs {} × num_steps {})",
+                    self.num_envs, self.num_steps
+                ),
+            ));
+        }
+        if self.total_timesteps < batch_size {
+            return Err(Error::config(
+                "total_timesteps",
+                self.total_timesteps,
+                format!("must be at least batch_size {batch_size} (one iteration)"),
+            ));
+        }
+        self.check_parameter_count()?;
+
+        if !(self.learning_rate.is_finite() && self.learning_rate > 0.0) {
+            return Err(Error::config(
+                "learning_rate",
+                self.learning_rate,
+                "must be finite and > 0",
+            ));
+        }
+        for (field, value) in [("gamma", self.gamma), ("gae_lambda", self.gae_lambda)] {
+            if !(0.0..=1.0).contains(&value) {
+                return Err(Error::config(field, value, "must be in [0, 1]"));
+            }
+        }
+        let positive = [
+            ("clip_coef", Some(self.clip_coef)),
+            ("max_grad_norm", Some(self.max_grad_norm)),
+            ("target_kl", self.target_kl),
+        ];
+        for (field, value) in positive {
+            if let Some(value) = value.filter(|v| !(v.is_finite() && *v > 0.0)) {
+                return Err(Error::config(field, value, "must be finite and > 0"));
+            }
+        }
+        for (field, value) in [("ent_coef", self.ent_coef), ("vf_coef", self.vf_coef)] {
+            if !(value.is_finite() && value >= 0.0) {
+                return Err(Error::config(field, value, "must be finite and >= 0"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Refuses networks that cannot fit whatever the environment: counts the
+    /// parameters as if observation and action sizes were 1 (a lower bound).
+    fn check_parameter_count(&self) -> Result<()> {
+        let mut widths = vec![1usize];
+        widths.extend(&self.hidden);
+        widths.push(1);
+        let per_network = widths.windows(2).try_fold(0usize, |total, pair| {
+            pair[0]
+                .checked_add(1)
+                .and_then(|fan_in| fan_in.checked_mul(pair[1]))
+                .and_then(|layer| total.checked_add(layer))
+        });
+        // Two networks (policy and value) per agent.
+        let total = per_network
+            .and_then(|n| n.checked_mul(2))
+            .and_then(|n| n.checked_mul(self.num_agents));
+        if total.is_none_or(|total| total > MAX_PARAMETERS) {
+            return Err(Error::config(
+                "hidden",
+                format!("{:?} (num_agents {})", self.hidden, self.num_agents),
+                format!(
+                    "num_agents × parameters per agent must be at most 2^28 = {MAX_PARAMETERS}"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Starts from `preset` (default `"default"`), overlays the keys of the
+    /// TOML file, then each `key=value` of `sets`, and validates the result.
+    ///
+    /// A `--set` value is read as a TOML value (`8`, `1e-3`, `true`,
+    /// `[64, 64]`), falling back to the raw text as a string; string fields
+    /// always take the raw text. `hidden` also takes a comma list
+    /// (`hidden=64,64`, or `hidden=` for a linear network), and
+    /// `target_kl=none` (also `target_kl = "none"` in a file) clears it.
+    pub fn resolve(
+        preset: Option<&str>,
+        config_file: Option<&Path>,
+        sets: &[String],
+    ) -> Result<PpoConfig> {
+        let base = PpoConfig::preset(preset.unwrap_or("default"))?;
+        let mut table = toml::Table::try_from(&base)
+            .map_err(|e| Error::config("preset", preset.unwrap_or("default"), e.to_string()))?;
+        if let Some(path) = config_file {
+            let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            let file: toml::Table = toml::from_str(&text).map_err(|e| Error::Format {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            })?;
+            for (key, value) in file {
+                apply_override(&mut table, key, value).map_err(|e| match e {
+                    Error::InvalidConfig {
+                        field,
+                        value,
+                        reason,
+                    } => Error::InvalidConfig {
+                        field,
+                        value,
+                        reason: format!("{reason} (in {})", path.display()),
+                    },
+                    other => other,
+                })?;
+            }
+        }
+        for item in sets {
+            let (key, value) = parse_set(item, &table)?;
+            apply_override(&mut table, key, value)?;
+        }
+        let config: PpoConfig = table
+            .try_into()
+            .map_err(|e| Error::config("config", "(merged)", e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The configuration as a TOML document (written to the run folder, and
+    /// accepted back by [`resolve`](Self::resolve) as a config file). Fails
+    /// only for integers beyond TOML's signed 64-bit range.
+    pub fn to_toml(&self) -> Result<String> {
+        toml::to_string(self).map_err(|e| Error::config("config", "(to_toml)", e.to_string()))
+    }
+}
+
+/// Env and experiment names become a folder name, so they must be a single
+/// plain path component.
+pub(crate) fn check_name(field: &str, value: &str) -> Result<()> {
+    let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    if value.is_empty() || !value.chars().all(plain) {
+        return Err(Error::config(
+            field,
+            format!("{value:?}"),
+            "must be non-empty ASCII letters, digits, '-', '_' or '.' (it names the run folder)",
+        ));
+    }
+    Ok(())
+}
+
+/// Checks `key` and the type of `value`, then sets it in the merged table.
+fn apply_override(table: &mut toml::Table, key: String, value: toml::Value) -> Result<()> {
+    if !FIELD_NAMES.contains(&key.as_str()) {
+        return Err(unknown_key(&key, &value.to_string()));
+    }
+    if key == "target_kl"
+        && value
+            .as_str()
+            .is_some_and(|s| s.eq_ignore_ascii_case("none"))
+    {
+        table.remove(&key);
+        return Ok(());
+    }
+    // Deserializing the key alone (the rest from defaults) isolates its type error.
+    let alone = toml::Table::from_iter([(key.clone(), value.clone())]);
+    if let Err(e) = alone.try_into::<PpoConfig>() {
+        return Err(Error::config(
+            &key,
+            value.to_string(),
+            e.message().trim().to_string(),
+        ));
+    }
+    table.insert(key, value);
+    Ok(())
+}
+
+/// Splits one `--set key=value` item and reads its value (see [`PpoConfig::resolve`]).
+fn parse_set(item: &str, table: &toml::Table) -> Result<(String, toml::Value)> {
+    let Some((key, raw)) = item.split_once('=') else {
+        return Err(Error::config("--set", item, "expected key=value"));
+    };
+    let (key, raw) = (key.trim(), raw.trim());
+    if key.is_empty() {
+        return Err(Error::config("--set", item, "expected key=value"));
+    }
+    if !FIELD_NAMES.contains(&key) {
+        return Err(unknown_key(key, raw));
+    }
+    let parsed = parse_toml_value(raw);
+    let value = if key == "hidden" && !raw.starts_with('[') {
+        parse_width_list(raw)?
+    } else if table.get(key).is_some_and(toml::Value::is_str) {
+        match parsed {
+            Some(toml::Value::String(s)) => toml::Value::String(s),
+            _ => toml::Value::String(raw.to_string()),
+        }
+    } else {
+        parsed.unwrap_or_else(|| toml::Value::String(raw.to_string()))
+    };
+    Ok((key.to_string(), value))
+}
+
+/// Reads `raw` as a TOML value by wrapping it in a one-key document.
+fn parse_toml_value(raw: &str) -> Option<toml::Value> {
+    let mut doc: toml::Table = toml::from_str(&format!("value = {raw}")).ok()?;
+    doc.remove("value")
+}
+
+/// `64,64` → `[64, 64]`; the empty string → `[]`.
+fn parse_width_list(raw: &str) -> Result<toml::Value> {
+    if raw.is_empty() {
+        return Ok(toml::Value::Array(Vec::new()));
+    }
+    raw.split(',')
+        .map(|width| {
+            width
+                .trim()
+                .parse::<i64>()
+                .ok()
+                .filter(|w| *w >= 0)
+                .map(toml::Value::Integer)
+                .ok_or_else(|| {
+                    Error::config(
+                        "hidden",
+                        raw,
+                        "expected comma-separated layer widths, e.g. hidden=64,64 (hidden= for none)",
+                    )
+                })
+        })
+        .collect::<Result<Vec<_>>>()
+        .map(toml::Value::Array)
+}
+
+/// The error for a key that is not a field, with the closest field name when
+/// it is within edit distance 3, else the list of valid keys.
+fn unknown_key(key: &str, value: &str) -> Error {
+    let closest = FIELD_NAMES
+        .iter()
+        .map(|name| (edit_distance(key, name), *name))
+        .min()
+        .filter(|(distance, _)| *distance <= 3);
+    let reason = match closest {
+        Some((_, name)) => format!("unknown key; did you mean `{name}`?"),
+        None => format!("unknown key; valid keys: {}", FIELD_NAMES.join(", ")),
+    };
+    Error::config(key, value, reason)
+}
+
+/// Levenshtein distance over characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut current = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let substitute = previous[j] + usize::from(ca != *cb);
+            current.push(substitute.min(previous[j + 1] + 1).min(current[j] + 1));
+        }
+        previous = current;
+    }
+    previous[b.len()]
+}

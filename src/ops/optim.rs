@@ -1,0 +1,134 @@
+//! Per-agent global gradient-norm clipping, then Adam (PyTorch's algorithm)
+//! with a per-agent learning rate.
+
+use crate::error::Result;
+use crate::gpu::{Dispatch, GpuBuffer, GpuContext, Kernel};
+use crate::ops::fits_u32;
+
+/// Adam's β₁, β₂ (PyTorch defaults) and CleanRL's ε.
+pub const ADAM_BETA1: f64 = 0.9;
+pub const ADAM_BETA2: f64 = 0.999;
+pub const ADAM_EPS: f64 = 1e-5;
+
+/// Per-agent optimizer state the kernels share (`struct AgentState` in WGSL).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct AgentState {
+    pub learning_rate: f32,
+    /// 1 while the agent updates; 0 once target_kl stopped it for this update.
+    pub updating: u32,
+    /// Adam steps taken so far (t in the bias corrections).
+    pub adam_step: u32,
+    /// The last gradient-clip factor.
+    pub clip_scale: f32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+struct OptimDims {
+    num_agents: u32,
+    params_per_agent: u32,
+    max_grad_norm: f32,
+    beta1: f32,
+    beta2: f32,
+    eps: f32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+/// The buffers of the optimizer, [P][K] each except `agent_state` [P].
+pub struct OptimBuffers<'a> {
+    pub grads: &'a GpuBuffer<f32>,
+    pub agent_state: &'a GpuBuffer<AgentState>,
+    pub params: &'a GpuBuffer<f32>,
+    pub adam_m: &'a GpuBuffer<f32>,
+    pub adam_v: &'a GpuBuffer<f32>,
+}
+
+/// Clip then Adam: two dispatches, built once.
+#[derive(Debug)]
+pub struct ClipAdam {
+    grad_norm: Dispatch,
+    adam: Dispatch,
+}
+
+impl ClipAdam {
+    pub fn new(
+        ctx: &GpuContext,
+        num_agents: usize,
+        params_per_agent: usize,
+        max_grad_norm: f64,
+        buffers: &OptimBuffers<'_>,
+    ) -> Result<Self> {
+        const OP: &str = "clip_adam";
+        let total = num_agents * params_per_agent;
+        buffers.grads.expect_len(OP, total)?;
+        buffers.params.expect_len(OP, total)?;
+        buffers.adam_m.expect_len(OP, total)?;
+        buffers.adam_v.expect_len(OP, total)?;
+        buffers.agent_state.expect_len(OP, num_agents)?;
+        let dims = OptimDims {
+            num_agents: fits_u32(OP, "num_agents", num_agents)?,
+            params_per_agent: fits_u32(OP, "params_per_agent", params_per_agent)?,
+            max_grad_norm: max_grad_norm as f32,
+            beta1: ADAM_BETA1 as f32,
+            beta2: ADAM_BETA2 as f32,
+            eps: ADAM_EPS as f32,
+            _pad0: 0,
+            _pad1: 0,
+        };
+        fits_u32(OP, "params", total)?;
+        let grad_norm = Dispatch::with_uniform(
+            ctx,
+            Kernel::GradNorm,
+            &dims,
+            &[buffers.grads.binding(), buffers.agent_state.binding()],
+            num_agents as u64,
+        )?;
+        let adam = Dispatch::with_uniform(
+            ctx,
+            Kernel::Adam,
+            &dims,
+            &[
+                buffers.grads.binding(),
+                buffers.agent_state.binding(),
+                buffers.params.binding(),
+                buffers.adam_m.binding(),
+                buffers.adam_v.binding(),
+            ],
+            total as u64,
+        )?;
+        Ok(ClipAdam { grad_norm, adam })
+    }
+
+    pub fn dispatches(&self) -> [&Dispatch; 2] {
+        [&self.grad_norm, &self.adam]
+    }
+}
+
+/// CPU reference of one agent's step: clips `grads` in place by the global
+/// norm (torch.nn.utils.clip_grad_norm_) and returns the clip factor.
+pub fn clip_grad_norm_cpu(grads: &mut [f64], max_grad_norm: f64) -> f64 {
+    let norm = grads.iter().map(|g| g * g).sum::<f64>().sqrt();
+    let scale = (max_grad_norm / (norm + 1e-6)).min(1.0);
+    grads.iter_mut().for_each(|g| *g *= scale);
+    scale
+}
+
+/// CPU reference of one Adam step (PyTorch's single-tensor Adam), `step` ≥ 1.
+pub fn adam_cpu(
+    params: &mut [f64],
+    grads: &[f64],
+    m: &mut [f64],
+    v: &mut [f64],
+    learning_rate: f64,
+    step: u32,
+) {
+    let bias1 = 1.0 - ADAM_BETA1.powi(step as i32);
+    let bias2_sqrt = (1.0 - ADAM_BETA2.powi(step as i32)).sqrt();
+    for i in 0..params.len() {
+        m[i] += (1.0 - ADAM_BETA1) * (grads[i] - m[i]);
+        v[i] = ADAM_BETA2 * v[i] + (1.0 - ADAM_BETA2) * grads[i] * grads[i];
+        params[i] -= learning_rate / bias1 * m[i] / (v[i].sqrt() / bias2_sqrt + ADAM_EPS);
+    }
+}

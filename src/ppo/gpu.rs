@@ -1,0 +1,697 @@
+//! The PPO engine on the GPU for P agents at once: rollout inference (one
+//! submit per env step, only actions read back) and the whole update (GAE,
+//! epochs of shuffled minibatches, loss, backward, clip, Adam) recorded into
+//! one submission with only statistics read back.
+
+use crate::error::{Error, Result};
+use crate::gpu::buffers::decode;
+use crate::gpu::{Dispatch, GpuBuffer, GpuContext, Readback};
+use crate::nn::MlpPlan;
+use crate::ops::categorical::{CategoricalSample, SampleKey};
+use crate::ops::gae::{Gae, GaeInputs, GaeVariant, TERMINATED, TRUNCATED};
+use crate::ops::gather::{BatchShape, GatherBuffers, GatherMinibatch};
+use crate::ops::optim::{AgentState, ClipAdam, OptimBuffers};
+use crate::ops::ppo_loss::{stat, LossBuffers, LossCoefs, PpoLoss, ROW_STATS};
+use crate::ops::stats::{self, HISTORY_STATS};
+use crate::ops::RECORD;
+use crate::ppo::net::ActorCriticSpec;
+
+/// The sizes and coefficients of the update (CleanRL names).
+#[derive(Clone, Debug, PartialEq)]
+pub struct UpdateSettings {
+    pub num_agents: usize,
+    pub num_steps: usize,
+    /// Envs of each agent (CleanRL's num_envs).
+    pub envs_per_agent: usize,
+    pub num_minibatches: usize,
+    pub update_epochs: usize,
+    pub gamma: f64,
+    pub gae_lambda: f64,
+    pub norm_adv: bool,
+    pub coefs: LossCoefs,
+    pub max_grad_norm: f64,
+    pub target_kl: Option<f64>,
+}
+
+impl UpdateSettings {
+    pub fn batch_per_agent(&self) -> usize {
+        self.num_steps * self.envs_per_agent
+    }
+
+    pub fn minibatch_size(&self) -> usize {
+        self.batch_per_agent() / self.num_minibatches.max(1)
+    }
+
+    fn batch_shape(&self, obs_dim: usize) -> BatchShape {
+        BatchShape {
+            num_agents: self.num_agents,
+            num_steps: self.num_steps,
+            envs_per_agent: self.envs_per_agent,
+            obs_dim,
+            minibatch_size: self.minibatch_size(),
+            epochs: self.update_epochs,
+        }
+    }
+
+    /// Refuses sizes that do not fit together, naming the field and both sizes.
+    pub fn validate(&self) -> Result<()> {
+        for (field, value) in [
+            ("num_agents", self.num_agents),
+            ("num_steps", self.num_steps),
+            ("num_envs", self.envs_per_agent),
+            ("num_minibatches", self.num_minibatches),
+            ("update_epochs", self.update_epochs),
+        ] {
+            if value == 0 {
+                return Err(Error::config(field, value, "must be at least 1"));
+            }
+        }
+        let batch = self.batch_per_agent();
+        if !batch.is_multiple_of(self.num_minibatches) {
+            return Err(Error::config(
+                "num_minibatches",
+                self.num_minibatches,
+                format!("must divide batch_size {batch} (num_envs × num_steps)"),
+            ));
+        }
+        if self.norm_adv && self.minibatch_size() < 2 {
+            return Err(Error::config(
+                "num_minibatches",
+                self.num_minibatches,
+                "leaves minibatches of 1 row; norm_adv needs at least 2 (the std of one value is undefined)",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// One agent's statistics from an update, as CleanRL logs them (the last
+/// minibatch that updated the agent).
+#[derive(Clone, Debug, PartialEq)]
+pub struct AgentUpdateStats {
+    pub policy_loss: f64,
+    pub value_loss: f64,
+    pub entropy: f64,
+    pub old_approx_kl: f64,
+    pub approx_kl: f64,
+    pub clipfrac: f64,
+    pub explained_variance: f64,
+    /// Minibatch steps taken (fewer than epochs × minibatches after a target_kl stop).
+    pub minibatch_updates: usize,
+    /// Means of every minibatch of the update, [ROW_STATS] each, in order.
+    pub history: Vec<[f64; ROW_STATS]>,
+}
+
+/// Buffers of the rollout: obs [T][P][N][obs_dim], records [T][P][N][RECORD],
+/// rewards / flags / final values [T][P][N].
+#[derive(Debug)]
+struct RolloutBuffers {
+    obs: GpuBuffer<f32>,
+    records: GpuBuffer<f32>,
+    rewards: GpuBuffer<f32>,
+    flags: GpuBuffer<u32>,
+    final_values: GpuBuffer<f32>,
+    last_values: GpuBuffer<f32>,
+}
+
+/// All buffers and recorded dispatches of P agents' PPO, built once per run.
+#[derive(Debug)]
+pub struct PpoGpu {
+    spec: ActorCriticSpec,
+    settings: UpdateSettings,
+    pub params: GpuBuffer<f32>,
+    adam_m: GpuBuffer<f32>,
+    adam_v: GpuBuffer<f32>,
+    agent_state: GpuBuffer<AgentState>,
+    /// The host's copy of the agent state; uploaded before each update.
+    host_state: Vec<AgentState>,
+
+    cur_obs: GpuBuffer<f32>,
+    final_obs: GpuBuffer<f32>,
+    actions: GpuBuffer<u32>,
+    rollout: RolloutBuffers,
+    rollout_actor: MlpPlan,
+    rollout_critic: MlpPlan,
+    final_critic: MlpPlan,
+    sample: CategoricalSample,
+    step_readback: Readback,
+    /// Step whose final observations wait in `final_obs` for the critic.
+    pending_final: Option<usize>,
+    host_rewards: Vec<f32>,
+    host_flags: Vec<u32>,
+
+    perm: GpuBuffer<u32>,
+    history: GpuBuffer<f32>,
+    explained_var: GpuBuffer<f32>,
+    gae: Gae,
+    explained_variance: Dispatch,
+    gather: GatherMinibatch,
+    adv_norm: Option<Dispatch>,
+    update_actor: MlpPlan,
+    update_critic: MlpPlan,
+    loss: PpoLoss,
+    clip_adam: ClipAdam,
+    stats_means: Vec<Dispatch>,
+    update_readback: Readback,
+}
+
+impl PpoGpu {
+    pub fn new(
+        ctx: &GpuContext,
+        spec: &ActorCriticSpec,
+        settings: &UpdateSettings,
+    ) -> Result<Self> {
+        settings.validate()?;
+        let (p, n, t) = (
+            settings.num_agents,
+            settings.envs_per_agent,
+            settings.num_steps,
+        );
+        let (obs_dim, num_actions) = (spec.obs_dim, spec.num_actions);
+        let k = spec.param_count();
+        let rows = p * n;
+        let zeros = |name: &str, len: usize| GpuBuffer::<f32>::zeros(ctx, name, len);
+        let params = zeros("params", p * k)?;
+        // Written by the backward plans, read by Adam; the bind groups keep it alive.
+        let grads = zeros("grads", p * k)?;
+        let adam_m = zeros("adam_m", p * k)?;
+        let adam_v = zeros("adam_v", p * k)?;
+        let host_state = vec![
+            AgentState {
+                learning_rate: 0.0,
+                updating: 1,
+                adam_step: 0,
+                clip_scale: 1.0,
+            };
+            p
+        ];
+        let agent_state = GpuBuffer::from_slice(ctx, "agent_state", &host_state)?;
+
+        let cur_obs = zeros("obs (current step)", rows * obs_dim)?;
+        let final_obs = zeros("final obs (current step)", rows * obs_dim)?;
+        let actions = GpuBuffer::<u32>::zeros(ctx, "actions (current step)", rows)?;
+        let rollout = RolloutBuffers {
+            obs: zeros("rollout obs", t * rows * obs_dim)?,
+            records: zeros("rollout records", t * rows * RECORD)?,
+            rewards: zeros("rollout rewards", t * rows)?,
+            flags: GpuBuffer::zeros(ctx, "rollout flags", t * rows)?,
+            final_values: zeros("rollout final values", t * rows)?,
+            last_values: zeros("last values", rows)?,
+        };
+        let (actor_at, critic_at) = spec.placements(p, n);
+        let rollout_actor = MlpPlan::new(
+            ctx,
+            "rollout actor",
+            &spec.actor(),
+            actor_at,
+            &cur_obs,
+            &params,
+            &grads,
+        )?;
+        let rollout_critic = MlpPlan::new(
+            ctx,
+            "rollout critic",
+            &spec.critic(),
+            critic_at,
+            &cur_obs,
+            &params,
+            &grads,
+        )?;
+        let final_critic = MlpPlan::new(
+            ctx,
+            "final-obs critic",
+            &spec.critic(),
+            critic_at,
+            &final_obs,
+            &params,
+            &grads,
+        )?;
+        let sample = CategoricalSample::new(
+            ctx,
+            num_actions,
+            rollout_actor.output(),
+            rollout_critic.output(),
+            &rollout.records,
+            &actions,
+        )?;
+        let step_readback = Readback::new(ctx, "actions readback", (rows * 4) as u64);
+
+        let shape = settings.batch_shape(obs_dim);
+        let m = shape.minibatch_size;
+        let minibatches = settings.num_minibatches;
+        let history_len = settings.update_epochs * minibatches;
+        let perm = GpuBuffer::<u32>::zeros(
+            ctx,
+            "permutations",
+            settings.update_epochs * p * shape.batch_per_agent(),
+        )?;
+        let mb_obs = zeros("minibatch obs", p * m * obs_dim)?;
+        let mb_records = zeros("minibatch records", p * m * RECORD)?;
+        let row_stats = zeros("row stats", p * m * ROW_STATS)?;
+        let history = zeros("stats history", history_len * p * HISTORY_STATS)?;
+        let explained_var = zeros("explained variance", p)?;
+        let gae = Gae::new(
+            ctx,
+            t,
+            rows,
+            settings.gamma as f32,
+            settings.gae_lambda as f32,
+            GaeVariant::for_shape(t, rows),
+            &GaeInputs {
+                rewards: &rollout.rewards,
+                flags: &rollout.flags,
+                final_values: &rollout.final_values,
+                last_values: &rollout.last_values,
+                records: &rollout.records,
+            },
+        )?;
+        let explained_variance =
+            stats::explained_variance(ctx, p, t, n, &rollout.records, &explained_var)?;
+        let gather = GatherMinibatch::new(
+            ctx,
+            &shape,
+            &GatherBuffers {
+                perm: &perm,
+                obs: &rollout.obs,
+                records: &rollout.records,
+                mb_obs: &mb_obs,
+                mb_records: &mb_records,
+            },
+        )?;
+        let adv_norm = if settings.norm_adv {
+            Some(stats::adv_norm(ctx, p, m, &mb_records)?)
+        } else {
+            None
+        };
+        let (actor_mb, critic_mb) = spec.placements(p, m);
+        let update_actor = MlpPlan::new(
+            ctx,
+            "actor",
+            &spec.actor(),
+            actor_mb,
+            &mb_obs,
+            &params,
+            &grads,
+        )?;
+        let update_critic = MlpPlan::new(
+            ctx,
+            "critic",
+            &spec.critic(),
+            critic_mb,
+            &mb_obs,
+            &params,
+            &grads,
+        )?;
+        let loss = PpoLoss::new(
+            ctx,
+            p * m,
+            m,
+            num_actions,
+            settings.coefs,
+            &LossBuffers {
+                mb_records: &mb_records,
+                logits: update_actor.output(),
+                values: update_critic.output(),
+                dlogits: update_actor.grad_output(),
+                dvalues: update_critic.grad_output(),
+                row_stats: &row_stats,
+            },
+        )?;
+        let clip_adam = ClipAdam::new(
+            ctx,
+            p,
+            k,
+            settings.max_grad_norm,
+            &OptimBuffers {
+                grads: &grads,
+                agent_state: &agent_state,
+                params: &params,
+                adam_m: &adam_m,
+                adam_v: &adam_v,
+            },
+        )?;
+        let mut stats_means = Vec::with_capacity(history_len);
+        for index in 0..history_len {
+            let epoch_end = (index + 1) % minibatches == 0;
+            stats_means.push(stats::row_stats_mean(
+                ctx,
+                p,
+                m,
+                index,
+                settings.target_kl.filter(|_| epoch_end),
+                &stats::RowStatsBuffers {
+                    row_stats: &row_stats,
+                    agent_state: &agent_state,
+                    history: &history,
+                },
+            )?);
+        }
+        let update_readback = Readback::new(
+            ctx,
+            "update readback",
+            ((history.len() + explained_var.len()) * 4 + p * std::mem::size_of::<AgentState>())
+                as u64,
+        );
+        Ok(PpoGpu {
+            spec: spec.clone(),
+            settings: settings.clone(),
+            params,
+            adam_m,
+            adam_v,
+            agent_state,
+            host_state,
+            cur_obs,
+            final_obs,
+            actions,
+            rollout,
+            rollout_actor,
+            rollout_critic,
+            final_critic,
+            sample,
+            step_readback,
+            pending_final: None,
+            host_rewards: vec![0.0; t * rows],
+            host_flags: vec![0; t * rows],
+            perm,
+            history,
+            explained_var,
+            gae,
+            explained_variance,
+            gather,
+            adv_norm,
+            update_actor,
+            update_critic,
+            loss,
+            clip_adam,
+            stats_means,
+            update_readback,
+        })
+    }
+
+    pub fn spec(&self) -> &ActorCriticSpec {
+        &self.spec
+    }
+
+    pub fn settings(&self) -> &UpdateSettings {
+        &self.settings
+    }
+
+    /// Which GAE kernel the shape selected.
+    pub fn gae_variant(&self) -> GaeVariant {
+        self.gae.variant()
+    }
+
+    /// Uploads all agents' parameters, [P][K].
+    pub fn set_params(&self, ctx: &GpuContext, params: &[f32]) -> Result<()> {
+        self.params.write(ctx, params)
+    }
+
+    pub fn read_params(&self, ctx: &GpuContext) -> Result<Vec<f32>> {
+        self.params.read(ctx)
+    }
+
+    /// Adam's first and second moments, [P][K] each, and each agent's step count.
+    pub fn read_optimizer(&self, ctx: &GpuContext) -> Result<(Vec<f32>, Vec<f32>, Vec<u32>)> {
+        let steps = self.host_state.iter().map(|s| s.adam_step).collect();
+        Ok((self.adam_m.read(ctx)?, self.adam_v.read(ctx)?, steps))
+    }
+
+    /// Restores Adam's state (for resuming a run).
+    pub fn set_optimizer(
+        &mut self,
+        ctx: &GpuContext,
+        m: &[f32],
+        v: &[f32],
+        steps: &[u32],
+    ) -> Result<()> {
+        self.adam_m.write(ctx, m)?;
+        self.adam_v.write(ctx, v)?;
+        if steps.len() != self.host_state.len() {
+            return Err(Error::shape(
+                "set_optimizer",
+                "adam steps",
+                self.host_state.len(),
+                steps.len(),
+            ));
+        }
+        for (state, &step) in self.host_state.iter_mut().zip(steps) {
+            state.adam_step = step;
+        }
+        Ok(())
+    }
+
+    /// Sets each agent's learning rate for the next update (annealing).
+    pub fn set_learning_rates(&mut self, rates: &[f64]) -> Result<()> {
+        if rates.len() != self.host_state.len() {
+            return Err(Error::shape(
+                "set_learning_rates",
+                "learning rates",
+                self.host_state.len(),
+                rates.len(),
+            ));
+        }
+        for (state, &rate) in self.host_state.iter_mut().zip(rates) {
+            state.learning_rate = rate as f32;
+        }
+        Ok(())
+    }
+
+    /// Records the critic on the pending final observations, into final_values.
+    fn record_pending_final(&mut self, encoder: &mut wgpu::CommandEncoder) {
+        if let Some(step) = self.pending_final.take() {
+            {
+                let mut pass = encoder.begin_compute_pass(&Default::default());
+                for d in self.final_critic.forward_dispatches() {
+                    d.record(&mut pass);
+                }
+            }
+            let rows = (self.settings.num_agents * self.settings.envs_per_agent) as u64;
+            encoder.copy_buffer_to_buffer(
+                &self.final_critic.output().buffer,
+                0,
+                &self.rollout.final_values.buffer,
+                step as u64 * rows * 4,
+                rows * 4,
+            );
+        }
+    }
+
+    /// Rollout step `step`: policy and value forward on `obs` [P][N][obs_dim],
+    /// sample, store log-prob, value and obs in the rollout; returns the actions.
+    pub fn rollout_step(
+        &mut self,
+        ctx: &GpuContext,
+        step: usize,
+        obs: &[f32],
+        key: SampleKey,
+    ) -> Result<Vec<u32>> {
+        if step >= self.settings.num_steps {
+            return Err(Error::config(
+                "step",
+                step,
+                format!("the rollout has {} steps", self.settings.num_steps),
+            ));
+        }
+        self.cur_obs.write(ctx, obs)?;
+        self.sample.set_step(ctx, Some(key), step as u32);
+        let mut encoder = ctx.device.create_command_encoder(&Default::default());
+        self.record_pending_final(&mut encoder);
+        {
+            let mut pass = encoder.begin_compute_pass(&Default::default());
+            for d in self.rollout_actor.forward_dispatches() {
+                d.record(&mut pass);
+            }
+            for d in self.rollout_critic.forward_dispatches() {
+                d.record(&mut pass);
+            }
+            self.sample.dispatch().record(&mut pass);
+        }
+        let obs_bytes = (self.cur_obs.len() * 4) as u64;
+        encoder.copy_buffer_to_buffer(
+            &self.cur_obs.buffer,
+            0,
+            &self.rollout.obs.buffer,
+            step as u64 * obs_bytes,
+            obs_bytes,
+        );
+        self.step_readback
+            .record_copy(&mut encoder, &self.actions, 0);
+        ctx.queue.submit([encoder.finish()]);
+        let bytes = self.step_readback.read_bytes(ctx)?;
+        Ok(decode(&bytes, 0, self.actions.len()))
+    }
+
+    /// Records what the envs returned for step `step`: rewards and flags
+    /// [P][N]; `final_obs` [P][N][obs_dim] is read where `truncated` is set.
+    pub fn record_env_step(
+        &mut self,
+        ctx: &GpuContext,
+        step: usize,
+        rewards: &[f32],
+        terminated: &[u8],
+        truncated: &[u8],
+        final_obs: &[f32],
+    ) -> Result<()> {
+        const OP: &str = "record_env_step";
+        let rows = self.settings.num_agents * self.settings.envs_per_agent;
+        for (name, len) in [
+            ("rewards", rewards.len()),
+            ("terminated", terminated.len()),
+            ("truncated", truncated.len()),
+        ] {
+            if len != rows {
+                return Err(Error::shape(OP, name, rows, len));
+            }
+        }
+        if step >= self.settings.num_steps {
+            return Err(Error::config(
+                "step",
+                step,
+                format!("the rollout has {} steps", self.settings.num_steps),
+            ));
+        }
+        let at = step * rows;
+        self.host_rewards[at..at + rows].copy_from_slice(rewards);
+        for (i, flag) in self.host_flags[at..at + rows].iter_mut().enumerate() {
+            *flag =
+                (terminated[i] != 0) as u32 * TERMINATED + (truncated[i] != 0) as u32 * TRUNCATED;
+        }
+        if truncated
+            .iter()
+            .zip(terminated)
+            .any(|(&tr, &te)| tr != 0 && te == 0)
+        {
+            self.final_obs.write(ctx, final_obs)?;
+            self.pending_final = Some(step);
+        }
+        Ok(())
+    }
+
+    /// The whole update in one submission: bootstrap values of `next_obs`,
+    /// GAE, `update_epochs` × `num_minibatches` minibatch steps through the
+    /// permutations `perm` [epochs][P][T·N]; returns each agent's statistics.
+    pub fn update(
+        &mut self,
+        ctx: &GpuContext,
+        next_obs: &[f32],
+        perm: &[u32],
+    ) -> Result<Vec<AgentUpdateStats>> {
+        let batch = self.settings.batch_per_agent();
+        if let Some(bad) = perm.iter().position(|&b| b as usize >= batch) {
+            return Err(Error::config(
+                format!("perm[{bad}]"),
+                perm[bad],
+                format!("batch rows per agent are 0..{batch}"),
+            ));
+        }
+        self.perm.write(ctx, perm)?;
+        self.cur_obs.write(ctx, next_obs)?;
+        self.rollout.rewards.write(ctx, &self.host_rewards)?;
+        self.rollout.flags.write(ctx, &self.host_flags)?;
+        for state in &mut self.host_state {
+            state.updating = 1;
+            state.clip_scale = 1.0;
+        }
+        self.agent_state.write(ctx, &self.host_state)?;
+
+        let mut encoder = ctx.device.create_command_encoder(&Default::default());
+        self.record_pending_final(&mut encoder);
+        {
+            let mut pass = encoder.begin_compute_pass(&Default::default());
+            for d in self.rollout_critic.forward_dispatches() {
+                d.record(&mut pass);
+            }
+        }
+        let rows_bytes = (self.rollout.last_values.len() * 4) as u64;
+        encoder.copy_buffer_to_buffer(
+            &self.rollout_critic.output().buffer,
+            0,
+            &self.rollout.last_values.buffer,
+            0,
+            rows_bytes,
+        );
+        {
+            let mut pass = encoder.begin_compute_pass(&Default::default());
+            self.gae.dispatch().record(&mut pass);
+            self.explained_variance.record(&mut pass);
+            let minibatches = self.settings.num_minibatches;
+            for epoch in 0..self.settings.update_epochs {
+                for minibatch in 0..minibatches {
+                    self.gather.dispatch(epoch, minibatch).record(&mut pass);
+                    if let Some(d) = &self.adv_norm {
+                        d.record(&mut pass);
+                    }
+                    for d in self.update_actor.forward_dispatches() {
+                        d.record(&mut pass);
+                    }
+                    for d in self.update_critic.forward_dispatches() {
+                        d.record(&mut pass);
+                    }
+                    self.loss.dispatch().record(&mut pass);
+                    for d in self.update_actor.backward_dispatches() {
+                        d.record(&mut pass);
+                    }
+                    for d in self.update_critic.backward_dispatches() {
+                        d.record(&mut pass);
+                    }
+                    for d in self.clip_adam.dispatches() {
+                        d.record(&mut pass);
+                    }
+                    // After Adam: a target_kl stop at the epoch's end keeps this step, as CleanRL does.
+                    self.stats_means[epoch * minibatches + minibatch].record(&mut pass);
+                }
+            }
+        }
+        let history_bytes = (self.history.len() * 4) as u64;
+        let ev_bytes = (self.explained_var.len() * 4) as u64;
+        self.update_readback
+            .record_copy(&mut encoder, &self.history, 0);
+        self.update_readback
+            .record_copy(&mut encoder, &self.explained_var, history_bytes);
+        self.update_readback
+            .record_copy(&mut encoder, &self.agent_state, history_bytes + ev_bytes);
+        ctx.queue.submit([encoder.finish()]);
+        let bytes = self.update_readback.read_bytes(ctx)?;
+
+        let p_count = self.settings.num_agents;
+        let history: Vec<f32> = decode(&bytes, 0, self.history.len());
+        let explained: Vec<f32> = decode(&bytes, history_bytes as usize, p_count);
+        self.host_state = decode(&bytes, (history_bytes + ev_bytes) as usize, p_count);
+        let entries = history.len() / (p_count * HISTORY_STATS);
+        Ok((0..p_count)
+            .map(|p| {
+                let rows: Vec<&[f32]> = (0..entries)
+                    .map(|e| {
+                        &history[(e * p_count + p) * HISTORY_STATS
+                            ..(e * p_count + p + 1) * HISTORY_STATS]
+                    })
+                    .filter(|row| row[ROW_STATS] != 0.0)
+                    .collect();
+                let to_f64 = |row: &[f32]| std::array::from_fn(|k| row[k] as f64);
+                let history: Vec<[f64; ROW_STATS]> = rows.iter().map(|r| to_f64(r)).collect();
+                let last = history.last().copied().unwrap_or([f64::NAN; ROW_STATS]);
+                AgentUpdateStats {
+                    policy_loss: last[stat::POLICY_LOSS],
+                    value_loss: last[stat::VALUE_LOSS],
+                    entropy: last[stat::ENTROPY],
+                    old_approx_kl: last[stat::OLD_APPROX_KL],
+                    approx_kl: last[stat::APPROX_KL],
+                    clipfrac: last[stat::CLIPFRAC],
+                    explained_variance: explained[p] as f64,
+                    minibatch_updates: history.len(),
+                    history,
+                }
+            })
+            .collect())
+    }
+
+    /// Rollout records [T][P][N][RECORD] (log-prob, value, advantage, return, action).
+    pub fn read_records(&self, ctx: &GpuContext) -> Result<Vec<f32>> {
+        self.rollout.records.read(ctx)
+    }
+
+    /// V(final obs) as computed for truncated steps, [T][P][N].
+    pub fn read_final_values(&self, ctx: &GpuContext) -> Result<Vec<f32>> {
+        self.rollout.final_values.read(ctx)
+    }
+}

@@ -1,0 +1,162 @@
+//! A training run's folder and everything written into it: the resolved
+//! config, per-iteration metrics, checkpoints, the summary and the learning
+//! curve. Files are replaced atomically, so a crash or a kill never leaves a
+//! half-written checkpoint or summary behind.
+
+mod checkpoint;
+mod metrics;
+mod plot;
+mod summary;
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::config::check_name;
+use crate::error::{Error, Result};
+
+pub use checkpoint::{load_checkpoint, save_checkpoint, AdamState, AgentState, Checkpoint};
+pub use metrics::{read_metrics, MetricsCsv, MetricsRow, METRICS_COLUMNS};
+pub use plot::{plot_learning_curve, SOLVED_RETURN};
+pub use summary::{read_summary, write_summary, Summary};
+
+/// The resolved configuration, as TOML.
+pub const CONFIG_FILE: &str = "config.toml";
+/// One row per agent per iteration.
+pub const METRICS_FILE: &str = "metrics.csv";
+/// Parameters (and optimizer state) of every agent.
+pub const CHECKPOINT_FILE: &str = "checkpoint.safetensors";
+/// End-of-run numbers.
+pub const SUMMARY_FILE: &str = "summary.json";
+/// Episodic return against global step.
+pub const PLOT_FILE: &str = "learning_curve.svg";
+
+/// One run's folder, `{root}/{env_id}__{exp_name}__{seed}__{unix_time}`
+/// (CleanRL's naming, so existing TensorBoard / W&B habits carry over).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunDir {
+    path: PathBuf,
+}
+
+impl RunDir {
+    /// Creates the folder (and `root` if needed). Fails if it already exists,
+    /// so a second run started in the same second never overwrites the first.
+    pub fn create(
+        root: &Path,
+        env_id: &str,
+        exp_name: &str,
+        seed: u64,
+        unix_time: u64,
+    ) -> Result<RunDir> {
+        check_name("env_id", env_id)?;
+        check_name("exp_name", exp_name)?;
+        fs::create_dir_all(root).map_err(|source| io_error(root, source))?;
+        let path = root.join(format!("{env_id}__{exp_name}__{seed}__{unix_time}"));
+        fs::create_dir(&path).map_err(|source| io_error(&path, source))?;
+        Ok(RunDir { path })
+    }
+
+    /// An existing run folder (to resume, evaluate or plot it).
+    pub fn open(path: &Path) -> Result<RunDir> {
+        let meta = fs::metadata(path).map_err(|source| io_error(path, source))?;
+        if !meta.is_dir() {
+            return Err(Error::Format {
+                path: path.to_path_buf(),
+                reason: "not a run folder (not a directory)".into(),
+            });
+        }
+        Ok(RunDir {
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The folder itself.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// `config.toml` in this folder.
+    pub fn config_path(&self) -> PathBuf {
+        self.path.join(CONFIG_FILE)
+    }
+
+    /// `metrics.csv` in this folder.
+    pub fn metrics_path(&self) -> PathBuf {
+        self.path.join(METRICS_FILE)
+    }
+
+    /// `checkpoint.safetensors` in this folder.
+    pub fn checkpoint_path(&self) -> PathBuf {
+        self.path.join(CHECKPOINT_FILE)
+    }
+
+    /// `summary.json` in this folder.
+    pub fn summary_path(&self) -> PathBuf {
+        self.path.join(SUMMARY_FILE)
+    }
+
+    /// `learning_curve.svg` in this folder.
+    pub fn plot_path(&self) -> PathBuf {
+        self.path.join(PLOT_FILE)
+    }
+}
+
+/// Replaces `path` with `bytes` so that readers (and a crash at any moment)
+/// see either the old file or the new one, never a mix: the bytes go to a
+/// temporary file in the same folder, are synced to disk, and the temporary
+/// file is renamed over `path`.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    // Unique per process and call, so concurrent writers never share a temp file.
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let file_name = path.file_name().ok_or_else(|| Error::Format {
+        path: path.to_path_buf(),
+        reason: "not a file path".into(),
+    })?;
+    let dir = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    let mut temp_name = std::ffi::OsString::from(".");
+    temp_name.push(file_name);
+    temp_name.push(format!(
+        ".tmp.{}.{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    let temp = dir.join(temp_name);
+
+    let written = (|| {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&temp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        fs::rename(&temp, path)
+    })();
+    if let Err(source) = written {
+        // Best effort: the temp file may not exist if creating it failed.
+        let _ = fs::remove_file(&temp);
+        return Err(io_error(path, source));
+    }
+    sync_dir(dir);
+    Ok(())
+}
+
+/// Makes the rename itself durable. Only Unix can open a folder to sync it;
+/// the data is already safe either way, so a failure here is not an error.
+fn sync_dir(dir: &Path) {
+    if cfg!(unix) {
+        if let Ok(handle) = File::open(dir) {
+            let _ = handle.sync_all();
+        }
+    }
+}
+
+fn io_error(path: &Path, source: std::io::Error) -> Error {
+    Error::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}

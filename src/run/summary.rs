@@ -1,0 +1,54 @@
+//! `summary.json`: the few numbers that describe a finished run, for
+//! comparing runs and adapters without reading the metrics.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::{io_error, write_atomic};
+use crate::error::{Error, Result};
+
+/// End-of-run numbers. Per-agent fields are indexed by agent. Missing keys
+/// read as their defaults, so summaries written before a field was added
+/// still load.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Summary {
+    /// The adapter that ran the kernels, as `ppo-wgpu adapters` describes it.
+    pub adapter: String,
+    /// Seconds from start to end of training.
+    pub wall_s: f64,
+    /// Environment steps taken, summed over all agents.
+    pub global_steps: u64,
+    /// `global_steps / wall_s`.
+    pub sps: f64,
+    /// Per agent: the global step at which the episodic return first reached
+    /// 475 (CartPole-v1's solved threshold), or `None` if it never did.
+    pub steps_to_475: Vec<Option<u64>>,
+    /// Per agent: the wall-clock seconds at that point.
+    pub seconds_to_475: Vec<Option<f64>>,
+    /// Per agent: mean return of the final greedy evaluation.
+    pub final_eval_mean: Vec<f64>,
+    /// Per agent: standard deviation of that return.
+    pub final_eval_std: Vec<f64>,
+}
+
+/// Writes `summary` as pretty JSON, atomically. JSON has no NaN or infinity:
+/// such values are written as `null`, which [`read_summary`] refuses.
+pub fn write_summary(path: &Path, summary: &Summary) -> Result<()> {
+    let mut text = serde_json::to_string_pretty(summary).map_err(|e| Error::Format {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    text.push('\n');
+    write_atomic(path, text.as_bytes())
+}
+
+/// Reads a summary written by [`write_summary`].
+pub fn read_summary(path: &Path) -> Result<Summary> {
+    let text = std::fs::read_to_string(path).map_err(|source| io_error(path, source))?;
+    serde_json::from_str(&text).map_err(|e| Error::Format {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })
+}
