@@ -80,7 +80,10 @@ fn main() {
         (t_many - t_one) / 100.0 * 1e6
     );
 
-    let rows = 4096;
+    let rows: usize = std::env::var("ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4096);
     let spec = LinearSpec {
         num_agents: 1,
         rows_per_agent: rows,

@@ -8,7 +8,7 @@
 //   4 mb_obs [P][M][obs_dim] (write), 5 mb_records [P][M][RECORD] (write).
 // Dispatch: one invocation per minibatch row (P * M), 1-D workgroups of
 //   WORKGROUP_SIZE folded into (x, y) when large.
-// CPU reference: ops::gather::gather_minibatch_cpu.
+// CPU reference: ops::gather::minibatch_rows_cpu.
 
 struct Dims {
     num_agents: u32,

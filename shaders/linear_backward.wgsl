@@ -2,18 +2,23 @@
 //
 // dz = dy * (1 - y²) when activation is tanh (y is the layer's output), else dy.
 // linear_backward_data:    dx[r][i] = Σ_o dz[r][o] · W_p[o][i]   (p = agent of row r)
-// linear_backward_weights: dW_p[o][i] = Σ_n dz[p,n][o] · x[p,n][i], db_p[o] = Σ_n dz[p,n][o],
-//   summed over the agent's rows n = 0, 1, ... in that fixed order (deterministic,
-//   no atomics), written (not added) at grads[p * param_stride + w_offset / b_offset].
-//   The bias is handled as an extra input column whose x is 1.
+// linear_backward_weights + linear_grad_reduce:
+//   dW_p[o][i] = Σ_n dz[p,n][o] · x[p,n][i], db_p[o] = Σ_n dz[p,n][o]: each chunk of
+//   chunk_rows rows is summed in order into partials, then the chunks are summed in
+//   order (deterministic, no atomics) and written (not added) at
+//   grads[p * param_stride + w_offset / b_offset]. The bias is an extra input column
+//   whose x is 1.
 //
-// Layout and Dims as in linear_forward.wgsl.
+// Layout as in linear_forward.wgsl; Dims adds the row chunking.
 // Bindings (group 0): 0 uniform Dims, 1 x [rows][in_dim], 2 params, 3 y [rows][out_dim],
 //   4 dy [rows][out_dim], 5 dx [rows][in_dim] (write, data pass),
-//   6 grads [num_agents][param_stride] (write, weights pass).
-// Dispatch: data pass, one invocation per 4-row x 4-input block, 1-D workgroups of
-//   WORKGROUP_SIZE; weights pass, one 64-lane workgroup per (agent, 4-output x
-//   4-column block) over in_dim + 1 columns. Grids fold into (x, y) when large.
+//   6 grads [num_agents][param_stride] (write, reduce pass),
+//   7 partials [chunks][num_agents][out_dim * (in_dim + 1)] (weights pass writes,
+//   reduce pass reads).
+// Dispatch: data pass, one invocation per 4-row x 4-input block; weights pass, one
+//   per (chunk, agent, 4-output x 4-column block) over in_dim + 1 columns; reduce
+//   pass, one per (agent, parameter of the layer). 1-D workgroups of
+//   WORKGROUP_SIZE, grids folded into (x, y) when large.
 // CPU reference: ops::linear::linear_backward_cpu.
 
 struct Dims {
@@ -25,6 +30,10 @@ struct Dims {
     w_offset: u32,
     b_offset: u32,
     activation: u32,
+    chunk_rows: u32,
+    chunks: u32,
+    _pad0: u32,
+    _pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> dims: Dims;
@@ -34,6 +43,7 @@ struct Dims {
 @group(0) @binding(4) var<storage, read> dy: array<f32>;
 @group(0) @binding(5) var<storage, read_write> dx: array<f32>;
 @group(0) @binding(6) var<storage, read_write> grads: array<f32>;
+@group(0) @binding(7) var<storage, read_write> partials: array<f32>;
 
 override WORKGROUP_SIZE: u32 = 64u;
 
@@ -105,26 +115,25 @@ fn linear_backward_data(@builtin(global_invocation_id) gid: vec3<u32>,
     }
 }
 
-// Weights pass: one workgroup of LANES lanes per (agent, 4-output x 4-column block).
-// Lane l sums rows n = l, l + LANES, ... in order; the lanes' partial sums are then
-// added by a fixed tree in workgroup memory, so the result is deterministic.
-const LANES: u32 = 64u;
-var<workgroup> partial: array<vec4<f32>, 256>; // [LANES][4 outputs], 4 KiB
-
-@compute @workgroup_size(64)
-fn linear_backward_weights(@builtin(workgroup_id) wid: vec3<u32>,
-                           @builtin(local_invocation_index) lane: u32,
+// Weights pass: one invocation per (row chunk, agent, 4-output x 4-column block)
+// sums its chunk's rows in order into partials[(chunk * P + p) * layer_size + e],
+// e = o * in_dim + i for W and out_dim * in_dim + o for b. No workgroup memory
+// or barriers: CPU adapters run those slowly, and chunks keep every backend busy.
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn linear_backward_weights(@builtin(global_invocation_id) gid: vec3<u32>,
                            @builtin(num_workgroups) groups: vec3<u32>) {
-    let block = wid.x + wid.y * groups.x;
+    let id = gid.x + gid.y * groups.x * WORKGROUP_SIZE;
     // Columns 0..in_dim are inputs, column in_dim is the bias (x = 1).
     let cols = dims.in_dim + 1u;
     let col_blocks = (cols + 3u) / 4u;
     let out_blocks = (dims.out_dim + 3u) / 4u;
     let per_agent = col_blocks * out_blocks;
-    // Uniform across the workgroup, so the barriers below stay in uniform control flow.
-    let in_range = block < per_agent * dims.num_agents;
-    let p = select(0u, block / per_agent, in_range);
-    let local = block % per_agent;
+    if (id >= per_agent * dims.num_agents * dims.chunks) {
+        return;
+    }
+    let local = id % per_agent;
+    let p = (id / per_agent) % dims.num_agents;
+    let chunk = id / (per_agent * dims.num_agents);
     let o0 = (local / col_blocks) * 4u;
     let c0 = (local % col_blocks) * 4u;
 
@@ -148,8 +157,9 @@ fn linear_backward_weights(@builtin(workgroup_id) wid: vec3<u32>,
     var acc_c = vec4<f32>(0.0);
     var acc_d = vec4<f32>(0.0);
     let row0 = p * dims.rows_per_agent;
-    let rows = select(0u, dims.rows_per_agent, in_range);
-    for (var n = lane; n < rows; n += LANES) {
+    let n_begin = chunk * dims.chunk_rows;
+    let n_end = min(n_begin + dims.chunk_rows, dims.rows_per_agent);
+    for (var n = n_begin; n < n_end; n++) {
         let r = row0 + n;
         let xr = r * in_dim;
         let xv = select(vec4<f32>(x[xr + ca], x[xr + cb], x[xr + cc], x[xr + cd]), vec4<f32>(1.0), is_bias);
@@ -159,33 +169,44 @@ fn linear_backward_weights(@builtin(workgroup_id) wid: vec3<u32>,
         acc_c += g.z * xv;
         acc_d += g.w * xv;
     }
-    partial[lane * 4u] = acc_a;
-    partial[lane * 4u + 1u] = acc_b;
-    partial[lane * 4u + 2u] = acc_c;
-    partial[lane * 4u + 3u] = acc_d;
-    workgroupBarrier();
-    for (var stride = LANES / 2u; stride > 0u; stride = stride / 2u) {
-        if (lane < stride) {
+
+    let layer_size = out_dim * cols;
+    let base = (chunk * dims.num_agents + p) * layer_size;
+    let accs = array<vec4<f32>, 4>(acc_a, acc_b, acc_c, acc_d);
+    for (var oo = 0u; oo < 4u; oo++) {
+        let o = o0 + oo;
+        if (o < out_dim) {
+            let v = accs[oo];
+            let vals = array<f32, 4>(v.x, v.y, v.z, v.w);
             for (var k = 0u; k < 4u; k++) {
-                partial[lane * 4u + k] += partial[(lane + stride) * 4u + k];
+                let c = c0 + k;
+                if (c < in_dim) {
+                    partials[base + o * in_dim + c] = vals[k];
+                } else if (c == in_dim) {
+                    partials[base + out_dim * in_dim + o] = vals[k];
+                }
             }
         }
-        workgroupBarrier();
     }
+}
 
-    // Lanes 0..15 each store one (output, column) of the block.
-    let oo = lane / 4u;
-    let ci = lane % 4u;
-    let o = o0 + oo;
-    let c = c0 + ci;
-    if (in_range && lane < 16u && o < out_dim) {
-        let v = partial[oo];
-        let value = select(select(select(v.w, v.z, ci == 2u), v.y, ci == 1u), v.x, ci == 0u);
-        let base = p * dims.param_stride;
-        if (c < in_dim) {
-            grads[base + dims.w_offset + o * in_dim + c] = value;
-        } else if (c == in_dim) {
-            grads[base + dims.b_offset + o] = value;
-        }
+// Reduce pass: grads = the sum of the chunks' partials, chunk 0 first (fixed
+// order: deterministic), written at the layer's W and b slots of each agent.
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn linear_grad_reduce(@builtin(global_invocation_id) gid: vec3<u32>,
+                      @builtin(num_workgroups) groups: vec3<u32>) {
+    let id = gid.x + gid.y * groups.x * WORKGROUP_SIZE;
+    let weights = dims.out_dim * dims.in_dim;
+    let layer_size = weights + dims.out_dim;
+    if (id >= layer_size * dims.num_agents) {
+        return;
     }
+    let p = id / layer_size;
+    let e = id % layer_size;
+    var sum = 0.0;
+    for (var chunk = 0u; chunk < dims.chunks; chunk++) {
+        sum += partials[(chunk * dims.num_agents + p) * layer_size + e];
+    }
+    let slot = select(dims.b_offset + (e - weights), dims.w_offset + e, e < weights);
+    grads[p * dims.param_stride + slot] = sum;
 }

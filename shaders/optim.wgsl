@@ -14,7 +14,7 @@
 //   5 adam_v [P][K] (read-write).
 // Dispatch: grad_norm, one 64-lane workgroup per agent; adam, one invocation
 //   per parameter (P * K), 1-D workgroups of WORKGROUP_SIZE. Grids fold into (x, y).
-// CPU reference: ops::optim::{grad_norm_cpu, adam_cpu}.
+// CPU reference: ops::optim::{clip_grad_norm_cpu, adam_cpu}.
 
 struct Dims {
     num_agents: u32,
@@ -23,8 +23,9 @@ struct Dims {
     beta1: f32,
     beta2: f32,
     eps: f32,
-    _pad0: u32,
-    _pad1: u32,
+    // 1 - beta, rounded once from double precision as PyTorch does.
+    one_minus_beta1: f32,
+    one_minus_beta2: f32,
 }
 
 struct AgentState {
@@ -89,8 +90,8 @@ fn adam(@builtin(global_invocation_id) gid: vec3<u32>,
         return;
     }
     let g = grads[i] * state.clip_scale;
-    let m = adam_m[i] + (1.0 - dims.beta1) * (g - adam_m[i]);
-    let v = dims.beta2 * adam_v[i] + (1.0 - dims.beta2) * g * g;
+    let m = adam_m[i] + dims.one_minus_beta1 * (g - adam_m[i]);
+    let v = dims.beta2 * adam_v[i] + dims.one_minus_beta2 * g * g;
     adam_m[i] = m;
     adam_v[i] = v;
     let t = f32(state.adam_step);

@@ -63,6 +63,14 @@ pub enum Error {
         reason: String,
     },
 
+    /// NaN or infinity appeared in training.
+    #[error("non-finite value in {what} at iteration {iteration}: {detail}")]
+    NonFinite {
+        what: String,
+        iteration: usize,
+        detail: String,
+    },
+
     /// File input/output failed.
     #[error("{path}: {source}")]
     Io {

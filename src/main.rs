@@ -2,8 +2,16 @@
 
 use std::process::ExitCode;
 
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
 use clap::{Args, Parser, Subcommand};
-use ppo_wgpu::gpu::{list_adapters, AdapterOptions};
+use ppo_wgpu::config::PpoConfig;
+use ppo_wgpu::env::CartPoleParams;
+use ppo_wgpu::gpu::{list_adapters, AdapterOptions, GpuContext};
+use ppo_wgpu::ppo::policy::{evaluate_cartpole, EvalSettings};
+use ppo_wgpu::ppo::trainer::{self, TrainOptions};
 
 #[derive(Parser)]
 #[command(
@@ -47,6 +55,81 @@ enum Command {
         #[command(flatten)]
         adapter: AdapterArgs,
     },
+    /// Train PPO on CartPole-v1 (CleanRL's loop; every kernel on the adapter).
+    Train(TrainArgs),
+    /// Evaluate a checkpoint on CartPole (optionally with other physics).
+    Eval(EvalArgs),
+}
+
+#[derive(Args, Debug)]
+struct TrainArgs {
+    /// Preset: default (fastest to 475 here), cleanrl, seed (the seed article's setup), linear.
+    #[arg(long)]
+    preset: Option<String>,
+    /// TOML file of settings (CleanRL names), applied over the preset.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// key=value overrides, applied last (repeatable), e.g. --set learning_rate=1e-3.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    sets: Vec<String>,
+    /// Independent agents trained together (seeds seed, seed+1, ...).
+    #[arg(long)]
+    num_agents: Option<usize>,
+    /// Hidden layer sizes, e.g. 64,64; '' for the plain linear policy and value.
+    #[arg(long)]
+    hidden: Option<String>,
+    #[arg(long)]
+    seed: Option<u64>,
+    #[arg(long)]
+    total_timesteps: Option<usize>,
+    #[arg(long)]
+    exp_name: Option<String>,
+    /// Folder for run folders.
+    #[arg(long, default_value = "runs")]
+    runs_dir: PathBuf,
+    /// Continue the run in this folder from its last checkpoint.
+    #[arg(long, value_name = "RUN_DIR")]
+    resume: Option<PathBuf>,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+    #[command(flatten)]
+    adapter: AdapterArgs,
+}
+
+#[derive(Args, Debug)]
+struct EvalArgs {
+    /// A checkpoint.safetensors written by `train`.
+    #[arg(long)]
+    checkpoint: PathBuf,
+    #[arg(long, default_value_t = 100)]
+    episodes: usize,
+    /// Argmax actions instead of sampling.
+    #[arg(long)]
+    greedy: bool,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long, default_value_t = 500)]
+    max_episode_steps: u32,
+    /// Physics of the evaluation task (Gymnasium's CartPole-v1 by default).
+    #[arg(long)]
+    gravity: Option<f64>,
+    #[arg(long)]
+    masscart: Option<f64>,
+    #[arg(long)]
+    masspole: Option<f64>,
+    /// Half the pole's length.
+    #[arg(long)]
+    length: Option<f64>,
+    #[arg(long)]
+    force_mag: Option<f64>,
+    #[arg(long)]
+    tau: Option<f64>,
+    /// -1 flips the motor.
+    #[arg(long)]
+    polarity: Option<f64>,
+    #[command(flatten)]
+    adapter: AdapterArgs,
 }
 
 fn adapters(args: &AdapterArgs) -> ppo_wgpu::Result<()> {
@@ -73,10 +156,177 @@ fn adapters(args: &AdapterArgs) -> ppo_wgpu::Result<()> {
     Ok(())
 }
 
+fn train(args: &TrainArgs) -> ppo_wgpu::Result<()> {
+    let mut sets = args.sets.clone();
+    let flags = [
+        ("num_agents", args.num_agents.map(|v| v.to_string())),
+        ("hidden", args.hidden.clone()),
+        ("seed", args.seed.map(|v| v.to_string())),
+        (
+            "total_timesteps",
+            args.total_timesteps.map(|v| v.to_string()),
+        ),
+        ("exp_name", args.exp_name.clone()),
+    ];
+    for (key, value) in flags {
+        if let Some(value) = value {
+            sets.push(format!("{key}={value}"));
+        }
+    }
+    let config = match &args.resume {
+        Some(dir) => {
+            if args.preset.is_some() || args.config.is_some() || !sets.is_empty() {
+                return Err(ppo_wgpu::Error::config(
+                    "--resume",
+                    dir.display(),
+                    "a resumed run keeps its own config; drop --preset/--config/--set and the setting flags",
+                ));
+            }
+            trainer::load_run_config(&ppo_wgpu::run::RunDir::open(dir)?)?
+        }
+        None => PpoConfig::resolve(args.preset.as_deref(), args.config.as_deref(), &sets)?,
+    };
+    // Every config error is reported before the adapter is touched.
+    config.validate()?;
+    let ctx = GpuContext::new(&args.adapter.options())?;
+    eprintln!("adapter: {}", ctx.adapter.describe());
+    if ctx.adapter.is_software {
+        eprintln!(
+            "(a CPU software adapter: fine for CartPole; `ppo-wgpu adapters` lists the others)"
+        );
+    }
+    let sizes = config.sizes();
+    eprintln!(
+        "{} agents x {} envs x {} steps, {} iterations, hidden {:?}",
+        config.num_agents, config.num_envs, config.num_steps, sizes.num_iterations, config.hidden
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let handler_flag = stop.clone();
+    // First Ctrl-C: finish the iteration, save, exit. Second: exit now.
+    let _ = ctrlc::set_handler(move || {
+        if handler_flag.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+        eprintln!("\nstopping after this iteration (Ctrl-C again to quit at once)...");
+    });
+    let report = trainer::train(
+        &config,
+        &ctx,
+        &TrainOptions {
+            runs_root: args.runs_dir.clone(),
+            resume: args.resume.clone(),
+            progress: !args.quiet,
+            stop: Some(stop),
+            max_iterations: None,
+        },
+    )?;
+    let s = &report.summary;
+    println!("run: {}", report.run_dir.display());
+    println!(
+        "{} env steps in {:.1} s ({:.0} steps/s) on {}",
+        s.global_steps, s.wall_s, s.sps, s.adapter
+    );
+    for p in 0..config.num_agents {
+        let reached = match (
+            s.steps_to_475.get(p).copied().flatten(),
+            s.seconds_to_475.get(p).copied().flatten(),
+        ) {
+            (Some(steps), Some(secs)) => {
+                format!("reached mean return 475 at step {steps} ({secs:.1} s)")
+            }
+            _ => "did not reach mean return 475".to_string(),
+        };
+        let eval = match (s.final_eval_mean.get(p), s.final_eval_std.get(p)) {
+            (Some(m), Some(sd)) => format!("greedy eval {m:.1} ± {sd:.1}"),
+            _ => "no final eval (interrupted)".to_string(),
+        };
+        println!("agent {p}: {reached}; {eval}");
+    }
+    if report.interrupted {
+        println!(
+            "interrupted at iteration {}: resume with --resume {}",
+            report.iteration,
+            report.run_dir.display()
+        );
+    }
+    Ok(())
+}
+
+fn eval(args: &EvalArgs) -> ppo_wgpu::Result<()> {
+    let checkpoint = ppo_wgpu::run::load_checkpoint(&args.checkpoint)?;
+    let actor = &checkpoint.actor_layers;
+    let (obs_dim, num_actions) = match (actor.first(), actor.last()) {
+        (Some(first), Some(last)) => (first.0, last.1),
+        _ => {
+            return Err(ppo_wgpu::Error::Format {
+                path: args.checkpoint.clone(),
+                reason: "checkpoint has no actor layers".into(),
+            })
+        }
+    };
+    let hidden: Vec<usize> = actor.iter().skip(1).map(|l| l.0).collect();
+    let spec = ppo_wgpu::ppo::ActorCriticSpec::new(obs_dim, num_actions, &hidden)?;
+    if spec.param_count() != checkpoint.params_per_agent()? {
+        return Err(ppo_wgpu::Error::Format {
+            path: args.checkpoint.clone(),
+            reason: "actor and critic layers disagree with the parameter count".into(),
+        });
+    }
+    if args.episodes == 0 {
+        return Err(ppo_wgpu::Error::config(
+            "--episodes",
+            0,
+            "must be at least 1",
+        ));
+    }
+    let d = CartPoleParams::GYMNASIUM;
+    let physics = CartPoleParams {
+        gravity: args.gravity.unwrap_or(d.gravity),
+        masscart: args.masscart.unwrap_or(d.masscart),
+        masspole: args.masspole.unwrap_or(d.masspole),
+        length: args.length.unwrap_or(d.length),
+        force_mag: args.force_mag.unwrap_or(d.force_mag),
+        tau: args.tau.unwrap_or(d.tau),
+        polarity: args.polarity.unwrap_or(d.polarity),
+    };
+    physics.validate(0)?;
+    let ctx = GpuContext::new(&args.adapter.options())?;
+    let params: Vec<f32> = checkpoint
+        .agents
+        .iter()
+        .flat_map(|a| a.params.clone())
+        .collect();
+    let params = ppo_wgpu::gpu::GpuBuffer::from_slice(&ctx, "params", &params)?;
+    let returns = evaluate_cartpole(
+        &ctx,
+        &spec,
+        &params,
+        checkpoint.agents.len(),
+        &EvalSettings {
+            episodes: args.episodes,
+            max_episode_steps: args.max_episode_steps,
+            physics,
+            greedy: args.greedy,
+            seed: args.seed,
+        },
+    )?;
+    let mode = if args.greedy { "greedy" } else { "sampled" };
+    for (p, r) in returns.iter().enumerate() {
+        let (m, sd) = trainer::mean_std(r);
+        println!(
+            "agent {p}: mean return {m:.1} ± {sd:.1} over {} {mode} episodes",
+            r.len()
+        );
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Adapters { adapter } => adapters(adapter),
+        Command::Train(args) => train(args),
+        Command::Eval(args) => eval(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -186,6 +186,18 @@ impl PhysicsSoa {
     }
 }
 
+/// The evolving part of a [`CartPole`] batch (serializable for checkpoints).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct CartPoleSnapshot {
+    pub x: Vec<f64>,
+    pub x_dot: Vec<f64>,
+    pub theta: Vec<f64>,
+    pub theta_dot: Vec<f64>,
+    pub elapsed_steps: Vec<u32>,
+    pub seed: u64,
+    pub episodes_started: Vec<u64>,
+}
+
 /// `P × N` CartPole-v1 environments with float64 state and float32
 /// observations.
 ///
@@ -308,6 +320,54 @@ impl CartPole {
         self.check_env(env)?;
         self.elapsed_steps[env] = steps;
         Ok(())
+    }
+
+    /// Everything that evolves as the envs step (state, step counters, the
+    /// reset RNG's position), so a run can stop and resume bit-exactly.
+    pub fn snapshot(&self) -> CartPoleSnapshot {
+        CartPoleSnapshot {
+            x: self.x.clone(),
+            x_dot: self.x_dot.clone(),
+            theta: self.theta.clone(),
+            theta_dot: self.theta_dot.clone(),
+            elapsed_steps: self.elapsed_steps.clone(),
+            seed: self.seed,
+            episodes_started: self.episodes_started.clone(),
+        }
+    }
+
+    /// Restores a [`CartPole::snapshot`] taken from a batch of the same size.
+    pub fn restore(&mut self, snapshot: &CartPoleSnapshot) -> Result<()> {
+        let num_envs = self.x.len();
+        let lengths = [
+            ("x", snapshot.x.len()),
+            ("x_dot", snapshot.x_dot.len()),
+            ("theta", snapshot.theta.len()),
+            ("theta_dot", snapshot.theta_dot.len()),
+            ("elapsed_steps", snapshot.elapsed_steps.len()),
+            ("episodes_started", snapshot.episodes_started.len()),
+        ];
+        for (field, len) in lengths {
+            if len != num_envs {
+                return Err(Error::shape("CartPole::restore", field, num_envs, len));
+            }
+        }
+        self.x.clone_from(&snapshot.x);
+        self.x_dot.clone_from(&snapshot.x_dot);
+        self.theta.clone_from(&snapshot.theta);
+        self.theta_dot.clone_from(&snapshot.theta_dot);
+        self.elapsed_steps.clone_from(&snapshot.elapsed_steps);
+        self.seed = snapshot.seed;
+        self.episodes_started.clone_from(&snapshot.episodes_started);
+        self.finished.clear();
+        Ok(())
+    }
+
+    /// The current observations, [num_envs][4].
+    pub fn observations(&self) -> Vec<f32> {
+        (0..self.x.len())
+            .flat_map(|env| self.observation(env))
+            .collect()
     }
 
     fn check_env(&self, env: usize) -> Result<()> {

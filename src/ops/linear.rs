@@ -149,13 +149,31 @@ impl LinearForward {
     }
 }
 
-/// The backward pass of one layer: parameter gradients, and the input
-/// gradient when `dx` is given (the first layer of a network needs none).
+/// Rows each invocation of the weights pass sums (before the chunk cap).
+const CHUNK_ROWS: usize = 32;
+/// The partial-sum scratch of one layer stays below this many floats.
+const MAX_PARTIALS: usize = 1 << 22;
+
+/// The uniform block of linear_backward.wgsl: [`LinearDims`] plus row chunking.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+struct LinearBackwardDims {
+    base: LinearDims,
+    chunk_rows: u32,
+    chunks: u32,
+    _pad: [u32; 2],
+}
+
+/// The backward pass of one layer: parameter gradients (per-chunk partial
+/// sums, then a fixed-order reduce), and the input gradient when `dx` is
+/// given (the first layer of a network needs none).
 #[derive(Debug)]
 pub struct LinearBackward {
     data: Option<Dispatch>,
     weights: Dispatch,
-    _dims: UniformBuffer<LinearDims>,
+    reduce: Dispatch,
+    _dims: UniformBuffer<LinearBackwardDims>,
+    _partials: GpuBuffer<f32>,
 }
 
 /// The buffers a layer's backward pass reads and writes.
@@ -194,7 +212,27 @@ impl LinearBackward {
         if let Some(dx) = buffers.dx {
             dx.expect_len(OP, rows * spec.in_dim)?;
         }
-        let dims = UniformBuffer::new(ctx, "linear_backward dims", &spec.dims());
+        let layer_size = spec.out_dim * (spec.in_dim + 1);
+        let chunks = spec
+            .rows_per_agent
+            .div_ceil(CHUNK_ROWS)
+            .min((MAX_PARTIALS / (spec.num_agents * layer_size)).max(1));
+        let chunk_rows = spec.rows_per_agent.div_ceil(chunks);
+        let partials = GpuBuffer::<f32>::zeros(
+            ctx,
+            "linear_backward partials",
+            chunks * spec.num_agents * layer_size,
+        )?;
+        let dims = UniformBuffer::new(
+            ctx,
+            "linear_backward dims",
+            &LinearBackwardDims {
+                base: spec.dims(),
+                chunk_rows: chunk_rows as u32,
+                chunks: chunks as u32,
+                _pad: [0; 2],
+            },
+        );
         let data = match buffers.dx {
             Some(dx) => Some(Dispatch::new(
                 ctx,
@@ -211,6 +249,7 @@ impl LinearBackward {
             )?),
             None => None,
         };
+        let blocks = spec.out_dim.div_ceil(4) * (spec.in_dim + 1).div_ceil(4);
         let weights = Dispatch::new(
             ctx,
             Kernel::LinearBackwardWeights,
@@ -219,22 +258,28 @@ impl LinearBackward {
                 buffers.x.binding(),
                 buffers.y.binding(),
                 buffers.dy.binding(),
-                buffers.grads.binding(),
+                partials.binding(),
             ],
-            // One 64-lane workgroup per block (the shader reduces over rows within it).
-            (spec.num_agents * spec.out_dim.div_ceil(4) * (spec.in_dim + 1).div_ceil(4) * 64)
-                as u64,
+            (chunks * spec.num_agents * blocks) as u64,
+        )?;
+        let reduce = Dispatch::new(
+            ctx,
+            Kernel::LinearGradReduce,
+            &[dims.binding(), partials.binding(), buffers.grads.binding()],
+            (spec.num_agents * layer_size) as u64,
         )?;
         Ok(LinearBackward {
             data,
             weights,
+            reduce,
             _dims: dims,
+            _partials: partials,
         })
     }
 
     /// The dispatches in order (input gradient first, if any).
     pub fn dispatches(&self) -> impl Iterator<Item = &Dispatch> {
-        self.data.iter().chain(std::iter::once(&self.weights))
+        self.data.iter().chain([&self.weights, &self.reduce])
     }
 }
 

@@ -32,8 +32,8 @@ struct OptimDims {
     beta1: f32,
     beta2: f32,
     eps: f32,
-    _pad0: u32,
-    _pad1: u32,
+    one_minus_beta1: f32,
+    one_minus_beta2: f32,
 }
 
 /// The buffers of the optimizer, [P][K] each except `agent_state` [P].
@@ -74,8 +74,8 @@ impl ClipAdam {
             beta1: ADAM_BETA1 as f32,
             beta2: ADAM_BETA2 as f32,
             eps: ADAM_EPS as f32,
-            _pad0: 0,
-            _pad1: 0,
+            one_minus_beta1: (1.0 - ADAM_BETA1) as f32,
+            one_minus_beta2: (1.0 - ADAM_BETA2) as f32,
         };
         fits_u32(OP, "params", total)?;
         let grad_norm = Dispatch::with_uniform(

@@ -685,6 +685,21 @@ impl PpoGpu {
             .collect())
     }
 
+    /// Kernel dispatches one update records (bootstrap, GAE, statistics and
+    /// every minibatch step), all in one submission.
+    pub fn update_dispatch_count(&self) -> usize {
+        let per_minibatch = 1
+            + self.adv_norm.is_some() as usize
+            + self.update_actor.forward_dispatches().len()
+            + self.update_critic.forward_dispatches().len()
+            + 1
+            + self.update_actor.backward_dispatches().len()
+            + self.update_critic.backward_dispatches().len()
+            + 2
+            + 1;
+        self.rollout_critic.forward_dispatches().len() + 2 + self.stats_means.len() * per_minibatch
+    }
+
     /// Rollout records [T][P][N][RECORD] (log-prob, value, advantage, return, action).
     pub fn read_records(&self, ctx: &GpuContext) -> Result<Vec<f32>> {
         self.rollout.records.read(ctx)

@@ -3,7 +3,9 @@
 
 pub mod gpu;
 pub mod net;
+pub mod policy;
 pub mod reference;
+pub mod trainer;
 
 pub use gpu::{AgentUpdateStats, PpoGpu, UpdateSettings};
 pub use net::ActorCriticSpec;
