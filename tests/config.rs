@@ -97,7 +97,17 @@ fn presets_validate_and_differ_as_documented() {
             .unwrap_or_else(|e| panic!("preset {name}: {e}"));
     }
     assert_eq!(PpoConfig::preset("cleanrl").unwrap(), PpoConfig::default());
-    assert_eq!(PpoConfig::preset("default").unwrap(), PpoConfig::default());
+    let default = PpoConfig::preset("default").unwrap();
+    assert_eq!(
+        (
+            default.num_envs,
+            default.num_steps,
+            default.num_minibatches,
+            default.update_epochs
+        ),
+        (16, 16, 1, 20)
+    );
+    assert_eq!(default.hidden, vec![64, 64]);
 
     let seed = PpoConfig::preset("seed").unwrap();
     assert!(seed.hidden.is_empty());
@@ -114,11 +124,13 @@ fn presets_validate_and_differ_as_documented() {
     let linear = PpoConfig::preset("linear").unwrap();
     assert!(linear.hidden.is_empty());
     assert_eq!(
-        PpoConfig {
-            hidden: vec![64, 64],
-            ..linear
-        },
-        PpoConfig::default()
+        (
+            linear.num_envs,
+            linear.learning_rate,
+            linear.gae_lambda,
+            linear.ent_coef
+        ),
+        (8, 0.02, 1.0, 0.0)
     );
 
     let message = PpoConfig::preset("fast").unwrap_err().to_string();

@@ -541,6 +541,10 @@ fn summary_round_trips_and_tolerates_missing_fields() {
         sps: 80_000.0,
         steps_to_475: vec![Some(150_000), None],
         seconds_to_475: vec![Some(1.75), None],
+        evaluations: vec![
+            (10_000, 0.5, vec![35.0, 20.5]),
+            (150_000, 1.75, vec![480.0, 122.0]),
+        ],
         final_eval_mean: vec![500.0, 123.4],
         final_eval_std: vec![0.0, 55.5],
     };

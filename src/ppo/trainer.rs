@@ -30,8 +30,10 @@ use crate::run::{
     METRICS_COLUMNS, SOLVED_RETURN,
 };
 
-/// Episodes averaged for "mean return reached 475".
-const SOLVED_WINDOW: usize = 10;
+/// Training episodes averaged for the progress bar.
+const RECENT_WINDOW: usize = 10;
+/// Greedy episodes per agent in each evaluation during training.
+const PERIODIC_EVAL_EPISODES: usize = 20;
 
 /// How `train` runs, beyond the config.
 #[derive(Clone, Debug, Default)]
@@ -59,14 +61,22 @@ pub struct TrainReport {
     pub interrupted: bool,
 }
 
-/// Per-agent bookkeeping of episode returns, carried through checkpoints.
+/// Per-agent bookkeeping, carried through checkpoints.
 #[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 struct Progress {
+    /// Returns of the last training episodes (for the progress bar).
     recent_returns: Vec<Vec<f64>>,
+    /// First evaluation whose mean greedy return reached 475.
     steps_to_solved: Vec<Option<u64>>,
     seconds_to_solved: Vec<Option<f64>>,
+    /// Env steps per agent at which the next evaluation runs.
+    next_eval_step: u64,
+    /// (env steps per agent, wall seconds, mean greedy return per agent).
+    evals: Vec<(u64, f64, Vec<f64>)>,
     /// Wall seconds spent before this process (resumed runs).
     wall_offset_s: f64,
+    /// Seconds spent in evaluations (kept out of SPS).
+    eval_s: f64,
 }
 
 fn update_settings(config: &PpoConfig) -> UpdateSettings {
@@ -260,7 +270,8 @@ pub fn train(config: &PpoConfig, ctx: &GpuContext, options: &TrainOptions) -> Re
                 recent_returns: vec![Vec::new(); p_count],
                 steps_to_solved: vec![None; p_count],
                 seconds_to_solved: vec![None; p_count],
-                wall_offset_s: 0.0,
+                next_eval_step: config.eval_every as u64,
+                ..Progress::default()
             };
             let csv = MetricsCsv::create(&run.metrics_path(), &METRICS_COLUMNS)?;
             (run, 1, 0u64, progress, csv)
@@ -322,6 +333,19 @@ pub fn train(config: &PpoConfig, ctx: &GpuContext, options: &TrainOptions) -> Re
         }
     };
 
+    if options.resume.is_none() {
+        // Iteration 0: the initial parameters, so a run that fails at once
+        // still leaves a good checkpoint to resume or inspect.
+        let snap = Snapshot {
+            config,
+            spec: &spec,
+            iteration: 0,
+            global_step,
+            env: &env,
+            progress: &progress,
+        };
+        save(ctx, &gpu, &run, &snap)?;
+    }
     let last_iteration = match options.max_iterations {
         Some(limit) => sizes.num_iterations.min(start_iteration - 1 + limit),
         None => sizes.num_iterations,
@@ -341,6 +365,14 @@ pub fn train(config: &PpoConfig, ctx: &GpuContext, options: &TrainOptions) -> Re
     });
     let start = Instant::now();
     let steps_at_start = global_step;
+    let mut eval_s_here = 0.0;
+    let eval_settings = EvalSettings {
+        episodes: config.eval_episodes,
+        max_episode_steps,
+        physics: CartPoleParams::GYMNASIUM,
+        greedy: true,
+        seed: config.seed.wrapping_add(1_000_003),
+    };
     let mut out = StepOut::new(num_envs, spec.obs_dim);
     let mut finished = Vec::new();
     let mut all_rows: Vec<MetricsRow> = read_metrics(&run.metrics_path())?;
@@ -388,23 +420,40 @@ pub fn train(config: &PpoConfig, ctx: &GpuContext, options: &TrainOptions) -> Re
         let perm = permutations(config.seed, iteration as u64, &settings);
         let stats: Vec<AgentUpdateStats> = gpu.update(ctx, &obs, &perm)?;
 
+        let training_s = (start.elapsed().as_secs_f64() - eval_s_here).max(1e-9);
+        let sps = ((global_step - steps_at_start) * p_count as u64) as f64 / training_s;
+        if config.eval_every > 0 && global_step >= progress.next_eval_step {
+            let eval_start = Instant::now();
+            let returns = evaluate_cartpole(
+                ctx,
+                &spec,
+                &gpu.params,
+                p_count,
+                &EvalSettings {
+                    episodes: config.eval_episodes.min(PERIODIC_EVAL_EPISODES),
+                    ..eval_settings
+                },
+            )?;
+            eval_s_here += eval_start.elapsed().as_secs_f64();
+            let wall_s = progress.wall_offset_s + start.elapsed().as_secs_f64();
+            let means: Vec<f64> = returns.iter().map(|r| mean_std(r).0).collect();
+            for (p, &m) in means.iter().enumerate() {
+                if progress.steps_to_solved[p].is_none() && m >= SOLVED_RETURN {
+                    progress.steps_to_solved[p] = Some(global_step);
+                    progress.seconds_to_solved[p] = Some(wall_s);
+                }
+            }
+            progress.evals.push((global_step, wall_s, means));
+            progress.next_eval_step = global_step + config.eval_every as u64;
+        }
         let wall_s = progress.wall_offset_s + start.elapsed().as_secs_f64();
-        let sps = ((global_step - steps_at_start) * p_count as u64) as f64
-            / start.elapsed().as_secs_f64().max(1e-9);
         for (p, s) in stats.iter().enumerate() {
             let returns: Vec<f64> = iteration_episodes[p].iter().map(|e| e.0).collect();
             let lengths: Vec<f64> = iteration_episodes[p].iter().map(|e| e.1 as f64).collect();
             let recent = &mut progress.recent_returns[p];
             recent.extend(&returns);
-            let excess = recent.len().saturating_sub(SOLVED_WINDOW);
+            let excess = recent.len().saturating_sub(RECENT_WINDOW);
             recent.drain(..excess);
-            if progress.steps_to_solved[p].is_none()
-                && recent.len() == SOLVED_WINDOW
-                && mean(recent).is_some_and(|m| m >= SOLVED_RETURN)
-            {
-                progress.steps_to_solved[p] = Some(global_step);
-                progress.seconds_to_solved[p] = Some(wall_s);
-            }
             let row = MetricsRow {
                 iteration,
                 global_step,
@@ -473,6 +522,7 @@ pub fn train(config: &PpoConfig, ctx: &GpuContext, options: &TrainOptions) -> Re
     let interrupted = iteration < sizes.num_iterations;
     let wall_s = progress.wall_offset_s + start.elapsed().as_secs_f64();
     progress.wall_offset_s = wall_s;
+    progress.eval_s += eval_s_here;
     let snap = Snapshot {
         config,
         spec: &spec,
@@ -487,19 +537,7 @@ pub fn train(config: &PpoConfig, ctx: &GpuContext, options: &TrainOptions) -> Re
     let (eval_mean, eval_std) = if interrupted {
         (Vec::new(), Vec::new())
     } else {
-        let returns = evaluate_cartpole(
-            ctx,
-            &spec,
-            &gpu.params,
-            p_count,
-            &EvalSettings {
-                episodes: config.eval_episodes,
-                max_episode_steps,
-                physics: CartPoleParams::GYMNASIUM,
-                greedy: true,
-                seed: config.seed.wrapping_add(1_000_003),
-            },
-        )?;
+        let returns = evaluate_cartpole(ctx, &spec, &gpu.params, p_count, &eval_settings)?;
         returns.iter().map(|r| mean_std(r)).unzip()
     };
     let summary = Summary {
@@ -507,9 +545,10 @@ pub fn train(config: &PpoConfig, ctx: &GpuContext, options: &TrainOptions) -> Re
         wall_s,
         global_steps: global_step * p_count as u64,
         sps: ((global_step - steps_at_start) * p_count as u64) as f64
-            / start.elapsed().as_secs_f64().max(1e-9),
+            / (start.elapsed().as_secs_f64() - eval_s_here).max(1e-9),
         steps_to_475: progress.steps_to_solved.clone(),
         seconds_to_475: progress.seconds_to_solved.clone(),
+        evaluations: progress.evals.clone(),
         final_eval_mean: eval_mean,
         final_eval_std: eval_std,
     };

@@ -20,13 +20,18 @@ pub struct Summary {
     pub wall_s: f64,
     /// Environment steps taken, summed over all agents.
     pub global_steps: u64,
-    /// `global_steps / wall_s`.
+    /// `global_steps` over the training seconds (evaluations excluded).
     pub sps: f64,
-    /// Per agent: the global step at which the episodic return first reached
-    /// 475 (CartPole-v1's solved threshold), or `None` if it never did.
+    /// Per agent: the env steps (per agent) of the first evaluation during
+    /// training whose mean greedy return reached 475 (CartPole-v1's solved
+    /// threshold), or `None` if none did.
     pub steps_to_475: Vec<Option<u64>>,
-    /// Per agent: the wall-clock seconds at that point.
+    /// Per agent: the wall-clock seconds at that point, start-up and
+    /// evaluations included.
     pub seconds_to_475: Vec<Option<f64>>,
+    /// The evaluations during training: (env steps per agent, wall seconds,
+    /// mean greedy return per agent).
+    pub evaluations: Vec<(u64, f64, Vec<f64>)>,
     /// Per agent: mean return of the final greedy evaluation.
     pub final_eval_mean: Vec<f64>,
     /// Per agent: standard deviation of that return.

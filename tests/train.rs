@@ -1,0 +1,258 @@
+//! End-to-end training on the adapter: learning happens, runs are
+//! reproducible and resumable, bad configs are refused before any GPU work,
+//! and a NaN stops the run with the last good checkpoint kept.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::ctx;
+use ppo_wgpu::config::PpoConfig;
+use ppo_wgpu::ppo::trainer::{train, TrainOptions};
+use ppo_wgpu::run::{load_checkpoint, read_metrics, MetricsRow};
+use ppo_wgpu::Error;
+
+fn scratch_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ppo_wgpu_train_{name}_{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn options(root: &Path) -> TrainOptions {
+    TrainOptions {
+        runs_root: root.to_path_buf(),
+        ..Default::default()
+    }
+}
+
+/// A small, quick config (CleanRL's network and loop, fewer steps).
+fn small_config(total_timesteps: usize) -> PpoConfig {
+    let mut config = PpoConfig::preset("cleanrl").unwrap();
+    config.total_timesteps = total_timesteps;
+    config.eval_episodes = 5;
+    config
+}
+
+/// Metrics without the timing columns (SPS, wall_s).
+fn untimed(rows: &[MetricsRow]) -> Vec<MetricsRow> {
+    rows.iter()
+        .map(|r| MetricsRow {
+            sps: None,
+            wall_s: 0.0,
+            ..r.clone()
+        })
+        .collect()
+}
+
+#[test]
+fn a_short_run_clearly_raises_the_return() {
+    let Some(ctx) = ctx() else { return };
+    let root = scratch_dir("learns");
+    let mut config = small_config(40_960);
+    config.learning_rate = 1e-3;
+    let report = train(&config, ctx, &options(&root)).unwrap();
+    let rows = read_metrics(&report.run_dir.join("metrics.csv")).unwrap();
+    assert_eq!(rows.len(), 80, "one row per iteration");
+    let returns: Vec<f64> = rows.iter().filter_map(|r| r.episodic_return).collect();
+    let first: f64 = returns[..5].iter().sum::<f64>() / 5.0;
+    let last: f64 = returns[returns.len() - 5..].iter().sum::<f64>() / 5.0;
+    eprintln!("episodic return: first 5 iterations {first:.1}, last 5 {last:.1}");
+    assert!(
+        last > 2.5 * first && last > 80.0,
+        "return did not clearly rise: {first:.1} -> {last:.1}"
+    );
+    for file in [
+        "config.toml",
+        "metrics.csv",
+        "checkpoint.safetensors",
+        "summary.json",
+        "learning_curve.svg",
+    ] {
+        assert!(report.run_dir.join(file).is_file(), "{file} missing");
+    }
+    let _ = std::fs::remove_dir_all(root);
+}
+
+#[test]
+fn the_same_seed_gives_identical_metrics() {
+    let Some(ctx) = ctx() else { return };
+    let root = scratch_dir("determinism");
+    let mut config = small_config(4 * 512);
+    config.num_agents = 2;
+    let a = train(&config, ctx, &options(&root.join("a"))).unwrap();
+    let b = train(&config, ctx, &options(&root.join("b"))).unwrap();
+    let rows_a = read_metrics(&a.run_dir.join("metrics.csv")).unwrap();
+    let rows_b = read_metrics(&b.run_dir.join("metrics.csv")).unwrap();
+    assert_eq!(rows_a.len(), 8);
+    assert_eq!(untimed(&rows_a), untimed(&rows_b));
+    let ckpt_a = load_checkpoint(&a.run_dir.join("checkpoint.safetensors")).unwrap();
+    let ckpt_b = load_checkpoint(&b.run_dir.join("checkpoint.safetensors")).unwrap();
+    assert_eq!(
+        ckpt_a.agents, ckpt_b.agents,
+        "parameters differ between identical runs"
+    );
+    // Different seeds do differ.
+    config.seed = 2;
+    let c = train(&config, ctx, &options(&root.join("c"))).unwrap();
+    let rows_c = read_metrics(&c.run_dir.join("metrics.csv")).unwrap();
+    assert_ne!(untimed(&rows_a), untimed(&rows_c));
+    let _ = std::fs::remove_dir_all(root);
+}
+
+#[test]
+fn a_resumed_run_ends_where_the_uninterrupted_run_ends() {
+    let Some(ctx) = ctx() else { return };
+    let root = scratch_dir("resume");
+    let mut config = small_config(6 * 512);
+    config.num_agents = 2;
+    config.checkpoint_every = 1;
+    let whole = train(&config, ctx, &options(&root.join("whole"))).unwrap();
+    assert!(!whole.interrupted);
+
+    let first = train(
+        &config,
+        ctx,
+        &TrainOptions {
+            max_iterations: Some(2),
+            ..options(&root.join("parts"))
+        },
+    )
+    .unwrap();
+    assert!(first.interrupted);
+    assert_eq!(first.iteration, 2);
+    let resumed = train(
+        &config,
+        ctx,
+        &TrainOptions {
+            resume: Some(first.run_dir.clone()),
+            ..options(&root.join("parts"))
+        },
+    )
+    .unwrap();
+    assert_eq!(resumed.run_dir, first.run_dir);
+    assert_eq!(resumed.iteration, 6);
+    let rows_whole = read_metrics(&whole.run_dir.join("metrics.csv")).unwrap();
+    let rows_resumed = read_metrics(&resumed.run_dir.join("metrics.csv")).unwrap();
+    assert_eq!(untimed(&rows_whole), untimed(&rows_resumed));
+    let a = load_checkpoint(&whole.run_dir.join("checkpoint.safetensors")).unwrap();
+    let b = load_checkpoint(&resumed.run_dir.join("checkpoint.safetensors")).unwrap();
+    assert_eq!(
+        a.agents, b.agents,
+        "parameters or optimizer state differ after resume"
+    );
+    assert_eq!(
+        whole.summary.final_eval_mean,
+        resumed.summary.final_eval_mean
+    );
+    let _ = std::fs::remove_dir_all(root);
+}
+
+#[test]
+fn invalid_configs_are_refused_before_any_work() {
+    let Some(ctx) = ctx() else { return };
+    let root = scratch_dir("invalid");
+    type Breaker = fn(&mut PpoConfig);
+    let cases: [(&str, Breaker); 3] = [
+        ("num_envs", |c| c.num_envs = 0),
+        ("num_minibatches", |c| c.num_minibatches = 3),
+        ("learning_rate", |c| c.learning_rate = -1.0),
+    ];
+    for (field, break_it) in cases {
+        let mut config = small_config(2048);
+        break_it(&mut config);
+        let err = train(&config, ctx, &options(&root)).unwrap_err();
+        assert!(
+            matches!(err, Error::InvalidConfig { .. }),
+            "{field}: {err:?}"
+        );
+        assert!(err.to_string().contains(field), "{field}: {err}");
+    }
+    assert_eq!(
+        std::fs::read_dir(&root).unwrap().count(),
+        0,
+        "a refused config must not create a run folder"
+    );
+    let err = PpoConfig::resolve(Some("cleanrl"), None, &["learning_rat=0.1".into()]).unwrap_err();
+    assert!(err.to_string().contains("learning_rat"), "{err}");
+    let _ = std::fs::remove_dir_all(root);
+}
+
+#[test]
+fn a_nan_stops_the_run_and_keeps_the_last_good_checkpoint() {
+    let Some(ctx) = ctx() else { return };
+    let root = scratch_dir("nan");
+    let mut config = small_config(20 * 512);
+    config.checkpoint_every = 1;
+    // No clipping and an absurd step size: parameters overflow within a few updates.
+    config.learning_rate = 1e30;
+    config.max_grad_norm = 1e30;
+    config.anneal_lr = false;
+    let err = train(&config, ctx, &options(&root)).unwrap_err();
+    eprintln!("{err}");
+    let Error::NonFinite { iteration, .. } = err else {
+        panic!("expected Error::NonFinite, got {err:?}")
+    };
+    let run = std::fs::read_dir(&root)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let checkpoint =
+        load_checkpoint(&run.join("checkpoint.safetensors")).expect("a good checkpoint is kept");
+    assert!(checkpoint
+        .agents
+        .iter()
+        .all(|a| a.params.iter().all(|v| v.is_finite())));
+    let saved: usize = checkpoint.metadata["iteration"].parse().unwrap();
+    assert!(
+        saved < iteration,
+        "checkpoint of iteration {saved} is from before the failure at {iteration}"
+    );
+    let _ = std::fs::remove_dir_all(root);
+}
+
+fn binary() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_ppo-wgpu"))
+}
+
+#[test]
+fn the_cli_names_bad_input_and_exits_nonzero() {
+    let out = binary()
+        .args(["train", "--set", "num_envs=0", "--runs-dir"])
+        .arg(scratch_dir("cli"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("num_envs"), "{stderr}");
+    assert!(
+        !stderr.contains("adapter:"),
+        "config errors come before the adapter is opened: {stderr}"
+    );
+
+    let out = binary()
+        .args(["train", "--preset", "fastest"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cleanrl"),
+        "valid presets are listed"
+    );
+
+    if ctx().is_some() {
+        let out = binary()
+            .args(["adapters", "--adapter", "no-such-gpu-anywhere"])
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("no-such-gpu-anywhere") && stderr.contains("Adapters present"),
+            "{stderr}"
+        );
+    }
+}
