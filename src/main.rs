@@ -59,6 +59,26 @@ enum Command {
     Train(TrainArgs),
     /// Evaluate a checkpoint on CartPole (optionally with other physics).
     Eval(EvalArgs),
+    /// Train each preset × population size and print a throughput table.
+    Bench(BenchArgs),
+}
+
+#[derive(Args, Debug)]
+struct BenchArgs {
+    /// Presets to run, comma-separated.
+    #[arg(long, default_value = "default,cleanrl")]
+    presets: String,
+    /// Population sizes to run, comma-separated.
+    #[arg(long, default_value = "1,64")]
+    agents: String,
+    /// Cap on env steps per agent (keeps large populations short); 0 = the preset's.
+    #[arg(long, default_value_t = 0)]
+    max_timesteps: usize,
+    /// Also write the table as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    #[command(flatten)]
+    adapter: AdapterArgs,
 }
 
 #[derive(Args, Debug)]
@@ -321,12 +341,143 @@ fn eval(args: &EvalArgs) -> ppo_wgpu::Result<()> {
     Ok(())
 }
 
+/// One row of `ppo-wgpu bench`.
+#[derive(serde::Serialize)]
+struct BenchRow {
+    adapter: String,
+    preset: String,
+    num_agents: usize,
+    num_envs: usize,
+    num_steps: usize,
+    hidden: Vec<usize>,
+    steps_per_agent: u64,
+    /// Env steps per second over all agents, training only.
+    steady_sps: f64,
+    /// Seconds to a mean greedy return of 475 (median agent), adapter start-up included.
+    seconds_to_475: Option<f64>,
+    agents_reaching_475: usize,
+    final_eval_mean: f64,
+    wall_s: f64,
+}
+
+fn parse_list<T: std::str::FromStr>(flag: &str, value: &str) -> ppo_wgpu::Result<Vec<T>> {
+    value
+        .split(',')
+        .map(|item| {
+            item.trim()
+                .parse()
+                .map_err(|_| ppo_wgpu::Error::config(flag, item, "not a valid list item"))
+        })
+        .collect()
+}
+
+fn bench(args: &BenchArgs) -> ppo_wgpu::Result<()> {
+    let presets: Vec<String> = parse_list("--presets", &args.presets)?;
+    let populations: Vec<usize> = parse_list("--agents", &args.agents)?;
+    let mut configs = Vec::new();
+    for preset in &presets {
+        for &agents in &populations {
+            let mut config = PpoConfig::preset(preset)?;
+            config.num_agents = agents;
+            if args.max_timesteps > 0 {
+                config.total_timesteps = config.total_timesteps.min(args.max_timesteps);
+            }
+            config.validate()?;
+            configs.push((preset.clone(), config));
+        }
+    }
+    let open_start = std::time::Instant::now();
+    let ctx = GpuContext::new(&args.adapter.options())?;
+    let startup_s = open_start.elapsed().as_secs_f64();
+    eprintln!(
+        "adapter: {} (opened in {startup_s:.2} s)",
+        ctx.adapter.describe()
+    );
+    let runs_root = std::env::temp_dir().join(format!("ppo-wgpu-bench-{}", std::process::id()));
+    let mut rows = Vec::new();
+    println!(
+        "{:<8} {:>6} {:>10} {:>8} {:>12} {:>12} {:>9} {:>10} {:>8}",
+        "preset",
+        "agents",
+        "envs×steps",
+        "hidden",
+        "steps/agent",
+        "steady SPS",
+        "s to 475",
+        "eval mean",
+        "wall s"
+    );
+    for (preset, config) in configs {
+        let report = trainer::train(
+            &config,
+            &ctx,
+            &TrainOptions {
+                runs_root: runs_root.clone(),
+                ..Default::default()
+            },
+        )?;
+        let s = &report.summary;
+        // Agents that never got there sort last, so the (lower) median is None
+        // when fewer than half of them did.
+        let mut times: Vec<f64> = s
+            .seconds_to_475
+            .iter()
+            .map(|t| t.map_or(f64::INFINITY, |t| t + startup_s))
+            .collect();
+        times.sort_by(f64::total_cmp);
+        let reaching = times.iter().filter(|t| t.is_finite()).count();
+        let median = times
+            .get(times.len().saturating_sub(1) / 2)
+            .copied()
+            .filter(|t| t.is_finite());
+        let eval_mean = trainer::mean_std(&s.final_eval_mean).0;
+        let row = BenchRow {
+            adapter: ctx.adapter.describe(),
+            preset,
+            num_agents: config.num_agents,
+            num_envs: config.num_envs,
+            num_steps: config.num_steps,
+            hidden: config.hidden.clone(),
+            steps_per_agent: s.global_steps / config.num_agents as u64,
+            steady_sps: s.sps,
+            seconds_to_475: median,
+            agents_reaching_475: reaching,
+            final_eval_mean: eval_mean,
+            wall_s: s.wall_s + startup_s,
+        };
+        println!(
+            "{:<8} {:>6} {:>10} {:>8} {:>12} {:>12.0} {:>9} {:>10.1} {:>8.1}",
+            row.preset,
+            row.num_agents,
+            format!("{}×{}", row.num_envs, row.num_steps),
+            format!("{:?}", row.hidden).replace(' ', ""),
+            row.steps_per_agent,
+            row.steady_sps,
+            row.seconds_to_475
+                .map_or("-".to_string(), |t| format!("{t:.1}")),
+            row.final_eval_mean,
+            row.wall_s
+        );
+        rows.push(row);
+    }
+    let _ = std::fs::remove_dir_all(&runs_root);
+    if let Some(path) = &args.json {
+        let text = serde_json::to_string_pretty(&rows).map_err(|e| ppo_wgpu::Error::Format {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        ppo_wgpu::run::write_atomic(path, text.as_bytes())?;
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Adapters { adapter } => adapters(adapter),
         Command::Train(args) => train(args),
         Command::Eval(args) => eval(args),
+        Command::Bench(args) => bench(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -99,15 +99,12 @@ fn presets_validate_and_differ_as_documented() {
     assert_eq!(PpoConfig::preset("cleanrl").unwrap(), PpoConfig::default());
     let default = PpoConfig::preset("default").unwrap();
     assert_eq!(
-        (
-            default.num_envs,
-            default.num_steps,
-            default.num_minibatches,
-            default.update_epochs
-        ),
-        (16, 16, 1, 20)
+        PpoConfig {
+            total_timesteps: 150_000,
+            ..default
+        },
+        PpoConfig::preset("linear").unwrap()
     );
-    assert_eq!(default.hidden, vec![64, 64]);
 
     let seed = PpoConfig::preset("seed").unwrap();
     assert!(seed.hidden.is_empty());

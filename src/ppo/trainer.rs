@@ -499,7 +499,7 @@ pub fn train(config: &PpoConfig, ctx: &GpuContext, options: &TrainOptions) -> Re
                 .filter_map(|r| mean(r))
                 .collect();
             bar.set_message(format!(
-                "SPS {:.0}  return {}",
+                "SPS {:.0}  sampled return {}",
                 sps,
                 mean(&recent).map_or("-".to_string(), |r| format!("{r:.1}"))
             ));
