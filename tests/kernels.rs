@@ -347,3 +347,25 @@ fn a_broken_shader_is_an_error_naming_it_not_a_panic() {
     .unwrap_err();
     assert!(err.to_string().contains("no_such_entry"), "{err}");
 }
+
+#[test]
+fn a_tensor_larger_than_the_adapter_allows_is_refused_with_the_limit_named() {
+    let Some(ctx) = ctx() else { return };
+    let limit = ctx.max_binding_bytes().min(ctx.limits.max_buffer_size);
+    let too_many = (limit / 4 + 1) as usize;
+    let err = GpuBuffer::<f32>::zeros(ctx, "rollout obs", too_many).unwrap_err();
+    match &err {
+        Error::AdapterLimit {
+            needed, available, ..
+        } => {
+            assert_eq!(*available, limit);
+            assert!(*needed > limit);
+        }
+        other => panic!("expected AdapterLimit, got {other:?}"),
+    }
+    let message = err.to_string();
+    assert!(
+        message.contains("rollout obs") && message.contains("max_storage_buffer_binding_size"),
+        "{message}"
+    );
+}
