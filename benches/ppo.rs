@@ -8,10 +8,10 @@
 
 use std::time::Instant;
 
+use ppo_wgpu::config::PpoConfig;
 use ppo_wgpu::ops::categorical::SampleKey;
-use ppo_wgpu::ops::ppo_loss::LossCoefs;
-use ppo_wgpu::ppo::trainer::initial_params;
-use ppo_wgpu::ppo::{permutations, ActorCriticSpec, PpoGpu, UpdateSettings};
+use ppo_wgpu::ppo::trainer::{initial_params, update_settings};
+use ppo_wgpu::ppo::{permutations, ActorCriticSpec, PpoGpu};
 use ppo_wgpu::{AdapterOptions, GpuContext};
 
 fn median(mut times: Vec<f64>) -> f64 {
@@ -31,24 +31,9 @@ fn main() {
     println!("adapter: {}", ctx.adapter.describe());
     for hidden in [vec![64, 64], vec![]] {
         let spec = ActorCriticSpec::new(4, 2, &hidden).expect("spec");
-        let settings = UpdateSettings {
-            num_agents: agents,
-            num_steps: 128,
-            envs_per_agent: 4,
-            num_minibatches: 4,
-            update_epochs: 4,
-            gamma: 0.99,
-            gae_lambda: 0.95,
-            norm_adv: true,
-            coefs: LossCoefs {
-                clip_coef: 0.2,
-                ent_coef: 0.01,
-                vf_coef: 0.5,
-                clip_vloss: true,
-            },
-            max_grad_norm: 0.5,
-            target_kl: None,
-        };
+        let mut config = PpoConfig::preset("cleanrl").expect("preset");
+        config.num_agents = agents;
+        let settings = update_settings(&config);
         let mut gpu = PpoGpu::new(&ctx, &spec, &settings).expect("engine");
         gpu.set_params(&ctx, &initial_params(&spec, agents, 1))
             .expect("params");

@@ -79,7 +79,8 @@ struct Progress {
     eval_s: f64,
 }
 
-fn update_settings(config: &PpoConfig) -> UpdateSettings {
+/// The update's sizes and coefficients from a config.
+pub fn update_settings(config: &PpoConfig) -> UpdateSettings {
     UpdateSettings {
         num_agents: config.num_agents,
         num_steps: config.num_steps,
