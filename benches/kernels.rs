@@ -124,9 +124,11 @@ fn main() {
         filled(&ctx, "grads", mlp.param_count()),
     );
     let plan = MlpPlan::new(&ctx, "actor", &mlp, placement, &mx, &mp, &mg).expect("plan");
-    let forward = plan.forward_dispatches();
-    let mut both = plan.forward_dispatches();
-    both.extend(plan.backward_dispatches());
+    let forward: Vec<_> = plan.forward_dispatches().collect();
+    let both: Vec<_> = plan
+        .forward_dispatches()
+        .chain(plan.backward_dispatches())
+        .collect();
     let t_fwd = median_seconds(21, || {
         ctx.run("mlp forward", &forward);
         wait();

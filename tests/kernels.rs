@@ -202,8 +202,10 @@ fn mlp_forward_backward_matches_cpu_reference() {
                     MlpPlan::new(ctx, "net", &spec, placement, &x_gpu, &p_gpu, &g_gpu).unwrap();
                 plan.output().poison(ctx).unwrap();
                 plan.grad_output().write(ctx, &dout).unwrap();
-                let mut dispatches = plan.forward_dispatches();
-                dispatches.extend(plan.backward_dispatches());
+                let dispatches: Vec<_> = plan
+                    .forward_dispatches()
+                    .chain(plan.backward_dispatches())
+                    .collect();
                 ctx.run("mlp", &dispatches);
 
                 let (x64, p64) = (to_f64(&x), to_f64(&params));

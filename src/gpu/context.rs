@@ -201,7 +201,7 @@ pub fn list_adapters(options: &AdapterOptions) -> Result<Vec<(AdapterSummary, bo
     let selection = options.resolve()?;
     let instance = new_instance(selection.backends);
     let adapters = pollster::block_on(instance.enumerate_adapters(selection.backends));
-    let chosen = choose(&adapters, &selection).ok().map(|i| i.0);
+    let chosen = choose(&adapters, &selection).ok();
     Ok(adapters
         .iter()
         .enumerate()
@@ -218,7 +218,7 @@ fn no_adapter_hint() -> String {
 }
 
 /// Picks the best adapter; returns its index, or an error listing what exists.
-fn choose(adapters: &[wgpu::Adapter], selection: &Selection) -> Result<(usize, ())> {
+fn choose(adapters: &[wgpu::Adapter], selection: &Selection) -> Result<usize> {
     let candidates: Vec<usize> = (0..adapters.len())
         .filter(|&i| match &selection.name_filter {
             Some(filter) => adapters[i].get_info().name.to_lowercase().contains(filter),
@@ -230,7 +230,7 @@ fn choose(adapters: &[wgpu::Adapter], selection: &Selection) -> Result<(usize, (
         .copied()
         .min_by_key(|&i| adapter_rank(&adapters[i].get_info(), selection.low_power));
     match best {
-        Some(i) => Ok((i, ())),
+        Some(i) => Ok(i),
         None => {
             let mut filter = match &selection.name_filter {
                 Some(f) => format!(" matching '{f}'"),
@@ -291,7 +291,7 @@ impl GpuContext {
         let selection = options.resolve()?;
         let instance = new_instance(selection.backends);
         let mut adapters = pollster::block_on(instance.enumerate_adapters(selection.backends));
-        let (index, ()) = choose(&adapters, &selection)?;
+        let index = choose(&adapters, &selection)?;
         let adapter = adapters.swap_remove(index);
         Self::from_adapter(adapter)
     }

@@ -204,17 +204,16 @@ impl MlpPlan {
     }
 
     /// Forward dispatches, first layer first.
-    pub fn forward_dispatches(&self) -> Vec<&Dispatch> {
-        self.forward.iter().map(LinearForward::dispatch).collect()
+    pub fn forward_dispatches(&self) -> impl Iterator<Item = &Dispatch> {
+        self.forward.iter().map(LinearForward::dispatch)
     }
 
     /// Backward dispatches, last layer first.
-    pub fn backward_dispatches(&self) -> Vec<&Dispatch> {
+    pub fn backward_dispatches(&self) -> impl Iterator<Item = &Dispatch> {
         self.backward
             .iter()
             .rev()
             .flat_map(LinearBackward::dispatches)
-            .collect()
     }
 }
 

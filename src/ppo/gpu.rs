@@ -690,14 +690,16 @@ impl PpoGpu {
     pub fn update_dispatch_count(&self) -> usize {
         let per_minibatch = 1
             + self.adv_norm.is_some() as usize
-            + self.update_actor.forward_dispatches().len()
-            + self.update_critic.forward_dispatches().len()
+            + self.update_actor.forward_dispatches().count()
+            + self.update_critic.forward_dispatches().count()
             + 1
-            + self.update_actor.backward_dispatches().len()
-            + self.update_critic.backward_dispatches().len()
+            + self.update_actor.backward_dispatches().count()
+            + self.update_critic.backward_dispatches().count()
             + 2
             + 1;
-        self.rollout_critic.forward_dispatches().len() + 2 + self.stats_means.len() * per_minibatch
+        self.rollout_critic.forward_dispatches().count()
+            + 2
+            + self.stats_means.len() * per_minibatch
     }
 
     /// Rollout records [T][P][N][RECORD] (log-prob, value, advantage, return, action).

@@ -200,19 +200,6 @@ fn metadata<'a>(checkpoint: &'a Checkpoint, key: &str, path: &std::path::Path) -
         })
 }
 
-fn parse_metadata<T: std::str::FromStr>(
-    checkpoint: &Checkpoint,
-    key: &str,
-    path: &std::path::Path,
-) -> Result<T> {
-    metadata(checkpoint, key, path)?
-        .parse()
-        .map_err(|_| Error::Format {
-            path: path.to_path_buf(),
-            reason: format!("checkpoint metadata '{key}' is malformed"),
-        })
-}
-
 fn json_metadata<T: serde::de::DeserializeOwned>(
     checkpoint: &Checkpoint,
     key: &str,
@@ -294,8 +281,8 @@ pub fn train(config: &PpoConfig, ctx: &GpuContext, options: &TrainOptions) -> Re
                     ),
                 });
             }
-            let iteration: usize = parse_metadata(&checkpoint, "iteration", &path)?;
-            let global_step: u64 = parse_metadata(&checkpoint, "global_step", &path)?;
+            let iteration: usize = json_metadata(&checkpoint, "iteration", &path)?;
+            let global_step: u64 = json_metadata(&checkpoint, "global_step", &path)?;
             env.restore(&json_metadata(&checkpoint, "env_state", &path)?)?;
             obs = env.observations();
             let progress: Progress = json_metadata(&checkpoint, "progress", &path)?;
