@@ -19,7 +19,7 @@ pub const MAX_ROLLOUT_ROWS: usize = 1 << 28;
 pub const MAX_PARAMETERS: usize = 1 << 28;
 
 /// The presets [`PpoConfig::preset`] knows, in the order they are listed to users.
-pub const PRESET_NAMES: [&str; 4] = ["default", "cleanrl", "seed", "linear"];
+pub const PRESET_NAMES: [&str; 5] = ["default", "cleanrl", "seed", "linear", "meta"];
 
 /// Every key a TOML file or `--set` may name, in struct order. A test keeps
 /// it equal to the fields serde sees.
@@ -226,7 +226,13 @@ impl PpoConfig {
                 max_grad_norm: 1e9,
                 ..cleanrl
             }),
-            "linear" => Ok(linear),
+            "linear" => Ok(linear.clone()),
+            // The inner loop of meta-learning: short rollouts, a constant
+            // learning rate (every inner loop starts a fresh optimizer).
+            "meta" => Ok(PpoConfig {
+                anneal_lr: false,
+                ..linear
+            }),
             _ => Err(Error::config(
                 "preset",
                 name,

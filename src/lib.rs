@@ -8,6 +8,7 @@ pub mod config;
 pub mod env;
 pub mod error;
 pub mod gpu;
+pub mod meta;
 pub mod nn;
 pub mod ops;
 pub mod ppo;

@@ -7,6 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
+
+mod meta_cli;
 use ppo_wgpu::config::PpoConfig;
 use ppo_wgpu::env::CartPoleParams;
 use ppo_wgpu::gpu::{list_adapters, AdapterOptions, GpuContext};
@@ -61,6 +63,11 @@ enum Command {
     Eval(EvalArgs),
     /// Train each preset × population size and print a throughput table.
     Bench(BenchArgs),
+    /// Meta-train an initialization (Reptile / first-order MAML, PPO inner
+    /// loop) and the multi-task baseline, then evaluate adaptation.
+    MetaTrain(meta_cli::MetaTrainArgs),
+    /// Adaptation curves of a meta-train run's initializations on held-out tasks.
+    MetaEval(meta_cli::MetaEvalArgs),
 }
 
 #[derive(Args, Debug)]
@@ -478,6 +485,8 @@ fn main() -> ExitCode {
         Command::Train(args) => train(args),
         Command::Eval(args) => eval(args),
         Command::Bench(args) => bench(args),
+        Command::MetaTrain(args) => meta_cli::meta_train_command(args),
+        Command::MetaEval(args) => meta_cli::meta_eval_command(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

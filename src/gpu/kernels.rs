@@ -43,6 +43,7 @@ shader_files! {
     PPO_LOSS_WGSL => "ppo_loss.wgsl",
     STATS_WGSL => "stats.wgsl",
     OPTIM_WGSL => "optim.wgsl",
+    META_WGSL => "meta.wgsl",
 }
 
 /// One dispatchable entry point.
@@ -62,6 +63,8 @@ pub enum Kernel {
     ExplainedVariance,
     GradNorm,
     Adam,
+    ReptileOuter,
+    FomamlOuter,
 }
 
 /// How a kernel's grid is sized.
@@ -103,6 +106,8 @@ impl Kernel {
         Kernel::ExplainedVariance,
         Kernel::GradNorm,
         Kernel::Adam,
+        Kernel::ReptileOuter,
+        Kernel::FomamlOuter,
     ];
 
     pub fn spec(self) -> KernelSpec {
@@ -244,6 +249,18 @@ impl Kernel {
                         (4, ReadWrite),
                         (5, ReadWrite),
                     ],
+                    Shape::PerItem,
+                ),
+                Kernel::ReptileOuter => (
+                    META_WGSL,
+                    "reptile_outer",
+                    &[(0, Uniform), (2, ReadWrite), (3, ReadWrite)],
+                    Shape::PerItem,
+                ),
+                Kernel::FomamlOuter => (
+                    META_WGSL,
+                    "fomaml_outer",
+                    &[(0, Uniform), (1, Read), (2, ReadWrite), (3, ReadWrite)],
                     Shape::PerItem,
                 ),
             };

@@ -120,6 +120,8 @@ pub struct PpoGpu {
     spec: ActorCriticSpec,
     settings: UpdateSettings,
     pub params: GpuBuffer<f32>,
+    /// The last minibatch's gradients [P][K], before clipping.
+    grads: GpuBuffer<f32>,
     adam_m: GpuBuffer<f32>,
     adam_v: GpuBuffer<f32>,
     agent_state: GpuBuffer<AgentState>,
@@ -172,7 +174,7 @@ impl PpoGpu {
         let rows = p * n;
         let zeros = |name: &str, len: usize| GpuBuffer::<f32>::zeros(ctx, name, len);
         let params = zeros("params", p * k)?;
-        // Written by the backward plans, read by Adam; the bind groups keep it alive.
+        // Written by the backward plans, read by Adam.
         let grads = zeros("grads", p * k)?;
         let adam_m = zeros("adam_m", p * k)?;
         let adam_v = zeros("adam_v", p * k)?;
@@ -356,6 +358,7 @@ impl PpoGpu {
             spec: spec.clone(),
             settings: settings.clone(),
             params,
+            grads,
             adam_m,
             adam_v,
             agent_state,
@@ -438,6 +441,20 @@ impl PpoGpu {
             state.adam_step = step;
         }
         Ok(())
+    }
+
+    /// Zeroes Adam's moments and step counts: every agent starts a fresh
+    /// optimizer (meta-learning's inner loops do this at each broadcast).
+    pub fn reset_optimizer(&mut self, ctx: &GpuContext) -> Result<()> {
+        let zeros = vec![0.0f32; self.adam_m.len()];
+        let steps = vec![0u32; self.host_state.len()];
+        self.set_optimizer(ctx, &zeros, &zeros, &steps)
+    }
+
+    /// The gradients [P][K] the last update's final minibatch left, before
+    /// clipping (see [`PpoGpu::gradient`]).
+    pub fn grads(&self) -> &GpuBuffer<f32> {
+        &self.grads
     }
 
     /// Sets each agent's learning rate for the next update (annealing).
@@ -576,6 +593,26 @@ impl PpoGpu {
         next_obs: &[f32],
         perm: &[u32],
     ) -> Result<Vec<AgentUpdateStats>> {
+        self.update_or_gradient(ctx, next_obs, perm, true)
+    }
+
+    /// The update's passes without Adam: the parameters stay as they are and
+    /// [`PpoGpu::grads`] then holds the PPO loss gradient of the last
+    /// minibatch at those parameters (ratio 1, so the clipped surrogate's
+    /// gradient is the policy gradient plus the value and entropy terms).
+    /// First-order MAML's outer gradient. The returned statistics are empty.
+    pub fn gradient(&mut self, ctx: &GpuContext, next_obs: &[f32], perm: &[u32]) -> Result<()> {
+        self.update_or_gradient(ctx, next_obs, perm, false)
+            .map(|_| ())
+    }
+
+    fn update_or_gradient(
+        &mut self,
+        ctx: &GpuContext,
+        next_obs: &[f32],
+        perm: &[u32],
+        apply: bool,
+    ) -> Result<Vec<AgentUpdateStats>> {
         let batch = self.settings.batch_per_agent();
         if let Some(bad) = perm.iter().position(|&b| b as usize >= batch) {
             return Err(Error::config(
@@ -589,7 +626,7 @@ impl PpoGpu {
         self.rollout.rewards.write(ctx, &self.host_rewards)?;
         self.rollout.flags.write(ctx, &self.host_flags)?;
         for state in &mut self.host_state {
-            state.updating = 1;
+            state.updating = u32::from(apply);
             state.clip_scale = 1.0;
         }
         self.agent_state.write(ctx, &self.host_state)?;

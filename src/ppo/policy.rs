@@ -114,13 +114,38 @@ pub fn evaluate_cartpole(
         greedy,
         seed,
     } = *settings;
-    let mut policy = Policy::new(ctx, spec, params, num_agents, episodes)?;
     let config = CartPoleConfig {
         max_episode_steps,
         ..CartPoleConfig::new(num_agents, episodes)
     };
     let num_envs = num_agents * episodes;
     let mut env = CartPole::with_physics(config, &vec![physics; num_envs])?;
+    evaluate_env(ctx, spec, params, num_agents, &mut env, greedy, seed)
+}
+
+/// Returns of one episode in each env of `env`, [P][envs per agent]: env
+/// `p * N + n` is played by agent `p` (sampled actions, or argmax when
+/// `greedy`), starting from `env.reset(seed)`. Every env's episode must end
+/// (a time limit guarantees it).
+pub fn evaluate_env(
+    ctx: &GpuContext,
+    spec: &ActorCriticSpec,
+    params: &GpuBuffer<f32>,
+    num_agents: usize,
+    env: &mut dyn VecEnv,
+    greedy: bool,
+    seed: u64,
+) -> Result<Vec<Vec<f64>>> {
+    let num_envs = env.num_envs();
+    if num_agents == 0 || !num_envs.is_multiple_of(num_agents) {
+        return Err(crate::Error::config(
+            "num_agents",
+            num_agents,
+            format!("must divide the env count {num_envs}"),
+        ));
+    }
+    let episodes = num_envs / num_agents;
+    let mut policy = Policy::new(ctx, spec, params, num_agents, episodes)?;
     let mut obs = vec![0.0; num_envs * spec.obs_dim];
     env.reset(seed, &mut obs)?;
     let mut out = StepOut::new(num_envs, spec.obs_dim);

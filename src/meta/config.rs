@@ -1,0 +1,316 @@
+//! Meta-learning settings: the task family and its ranges, the outer loop,
+//! and the adaptation evaluation. The inner loop is plain PPO, configured by
+//! a [`PpoConfig`](crate::config::PpoConfig) as for `train`.
+
+use serde::{Deserialize, Serialize};
+
+use super::outer::MetaMethod;
+use crate::error::{Error, Result};
+
+/// Every key of [`MetaConfig`], in struct order.
+pub const META_FIELD_NAMES: [&str; 21] = [
+    "family",
+    "method",
+    "meta_iterations",
+    "meta_batch",
+    "inner_updates",
+    "meta_lr",
+    "anneal_meta_lr",
+    "meta_checkpoint_every",
+    "eval_tasks",
+    "eval_seed",
+    "adapt_steps",
+    "adapt_eval_episodes",
+    "greedy_eval",
+    "length",
+    "force_mag",
+    "tau",
+    "gravity",
+    "masscart",
+    "masspole",
+    "flip_probability",
+    "goal_range",
+];
+
+/// Most adaptation updates `adapt_steps` may ask for.
+pub const MAX_ADAPT_STEPS: usize = 1000;
+
+/// A distribution of tasks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskFamily {
+    /// CartPole with physics drawn from ranges and the motor flipped with
+    /// probability `flip_probability`.
+    Cartpole,
+    /// Discrete 2-D point navigation to a goal drawn from `goal_range`².
+    Nav,
+}
+
+impl TaskFamily {
+    pub const NAMES: [&'static str; 2] = ["cartpole", "nav"];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            TaskFamily::Cartpole => "cartpole",
+            TaskFamily::Nav => "nav",
+        }
+    }
+}
+
+/// Meta-training and adaptation-evaluation settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetaConfig {
+    pub family: TaskFamily,
+    pub method: MetaMethod,
+    /// Outer steps.
+    pub meta_iterations: usize,
+    /// M: tasks per meta-batch, each adapted by its own agent.
+    pub meta_batch: usize,
+    /// PPO updates (rollout + update epochs) of each inner loop.
+    pub inner_updates: usize,
+    /// Reptile's ε or first-order MAML's β.
+    pub meta_lr: f64,
+    /// Anneal the meta learning rate linearly to 0.
+    pub anneal_meta_lr: bool,
+    /// Write the meta-checkpoint every this many outer steps (0: only at the end).
+    pub meta_checkpoint_every: usize,
+    /// Held-out tasks of the adaptation evaluation.
+    pub eval_tasks: usize,
+    /// Seed of the held-out tasks (distinct from training's task seeds).
+    pub eval_seed: u64,
+    /// k: numbers of adaptation updates after which the return is measured, increasing.
+    pub adapt_steps: Vec<usize>,
+    /// Episodes per held-out task at each k.
+    pub adapt_eval_episodes: usize,
+    /// Measure with argmax actions instead of the sampled policy.
+    pub greedy_eval: bool,
+    /// CartPole ranges `[low, high]` (Gymnasium's names; `length` is the half-length).
+    pub length: Vec<f64>,
+    pub force_mag: Vec<f64>,
+    pub tau: Vec<f64>,
+    pub gravity: Vec<f64>,
+    pub masscart: Vec<f64>,
+    pub masspole: Vec<f64>,
+    /// Probability that a CartPole task's motor is wired backwards.
+    pub flip_probability: f64,
+    /// Nav: both goal coordinates are drawn from `[low, high]`.
+    pub goal_range: Vec<f64>,
+}
+
+impl Default for MetaConfig {
+    fn default() -> Self {
+        MetaConfig {
+            family: TaskFamily::Cartpole,
+            method: MetaMethod::Reptile,
+            meta_iterations: 100,
+            meta_batch: 16,
+            inner_updates: 3,
+            meta_lr: 1.0,
+            anneal_meta_lr: true,
+            meta_checkpoint_every: 25,
+            eval_tasks: 32,
+            eval_seed: 1_000_000_007,
+            adapt_steps: vec![0, 1, 2, 5, 10],
+            adapt_eval_episodes: 8,
+            greedy_eval: false,
+            // CARL's CartPole context ranges narrowed to where CartPole-v1's
+            // thresholds stay solvable.
+            length: vec![0.25, 1.0],
+            force_mag: vec![5.0, 15.0],
+            tau: vec![0.01, 0.03],
+            gravity: vec![9.8, 9.8],
+            masscart: vec![0.5, 2.0],
+            masspole: vec![0.05, 0.2],
+            flip_probability: 0.5,
+            goal_range: vec![-0.5, 0.5],
+        }
+    }
+}
+
+impl MetaConfig {
+    /// The defaults of `family`.
+    pub fn for_family(family: TaskFamily) -> MetaConfig {
+        MetaConfig {
+            family,
+            ..MetaConfig::default()
+        }
+    }
+
+    /// Refuses empty or inverted ranges, sizes of zero and unordered k
+    /// values, naming the field.
+    pub fn validate(&self) -> Result<()> {
+        for (field, value) in [
+            ("meta_iterations", self.meta_iterations),
+            ("meta_batch", self.meta_batch),
+            ("eval_tasks", self.eval_tasks),
+            ("adapt_eval_episodes", self.adapt_eval_episodes),
+        ] {
+            if value == 0 {
+                return Err(Error::config(field, 0, "must be at least 1"));
+            }
+        }
+        if self.inner_updates == 0 {
+            return Err(Error::config(
+                "inner_updates",
+                0,
+                "must be at least 1 (the inner loop adapts with PPO updates)",
+            ));
+        }
+        if !(self.meta_lr.is_finite() && self.meta_lr > 0.0) {
+            return Err(Error::config(
+                "meta_lr",
+                self.meta_lr,
+                "must be finite and positive",
+            ));
+        }
+        if self.adapt_steps.is_empty() {
+            return Err(Error::config(
+                "adapt_steps",
+                "[]",
+                "needs at least one k, e.g. [0, 1, 5]",
+            ));
+        }
+        if let Some(w) = self.adapt_steps.windows(2).find(|w| w[0] >= w[1]) {
+            return Err(Error::config(
+                "adapt_steps",
+                format!("{:?}", self.adapt_steps),
+                format!("k values must increase strictly ({} then {})", w[0], w[1]),
+            ));
+        }
+        if let Some(&k) = self.adapt_steps.iter().find(|&&k| k > MAX_ADAPT_STEPS) {
+            return Err(Error::config(
+                "adapt_steps",
+                k,
+                format!("at most {MAX_ADAPT_STEPS} adaptation updates"),
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.flip_probability) {
+            return Err(Error::config(
+                "flip_probability",
+                self.flip_probability,
+                "must be in [0, 1]",
+            ));
+        }
+        for (field, range) in self.physics_ranges() {
+            let [low, high] = check_range(field, range)?;
+            if low <= 0.0 {
+                return Err(Error::config(
+                    field,
+                    format!("{range:?}"),
+                    "must be positive",
+                ));
+            }
+            debug_assert!(low <= high);
+        }
+        check_range("goal_range", &self.goal_range)?;
+        Ok(())
+    }
+
+    /// `(field, [low, high])` of each CartPole physics range.
+    pub fn physics_ranges(&self) -> [(&'static str, &[f64]); 6] {
+        [
+            ("length", &self.length),
+            ("force_mag", &self.force_mag),
+            ("tau", &self.tau),
+            ("gravity", &self.gravity),
+            ("masscart", &self.masscart),
+            ("masspole", &self.masspole),
+        ]
+    }
+
+    /// Defaults of `family`, then `--set key=value` items naming
+    /// [`META_FIELD_NAMES`]; validated.
+    pub fn resolve(family: TaskFamily, sets: &[MetaSet]) -> Result<MetaConfig> {
+        let base = MetaConfig::for_family(family);
+        let mut table = toml::Table::try_from(&base)
+            .map_err(|e| Error::config("meta config", family.name(), e.to_string()))?;
+        for (key, value) in sets {
+            if !META_FIELD_NAMES.contains(&key.as_str()) {
+                return Err(Error::config(
+                    key,
+                    value.to_string(),
+                    "not a meta-learning key",
+                ));
+            }
+            let alone = toml::Table::from_iter([(key.clone(), value.clone())]);
+            if let Err(e) = alone.try_into::<MetaConfig>() {
+                return Err(Error::config(
+                    key,
+                    value.to_string(),
+                    e.message().trim().to_string(),
+                ));
+            }
+            table.insert(key.clone(), value.clone());
+        }
+        let config: MetaConfig = table
+            .try_into()
+            .map_err(|e| Error::config("meta config", "(merged)", e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn to_toml(&self) -> Result<String> {
+        toml::to_string(self)
+            .map_err(|e| Error::config("meta config", "(serialize)", e.to_string()))
+    }
+}
+
+/// One meta-learning `--set`: key and parsed value.
+pub type MetaSet = (String, toml::Value);
+
+/// Splits `--set key=value` items into meta-learning keys (parsed as TOML
+/// values; bare words become strings) and the rest, which are PPO keys.
+pub fn split_sets(sets: &[String]) -> Result<(Vec<String>, Vec<MetaSet>)> {
+    let mut ppo = Vec::new();
+    let mut meta = Vec::new();
+    for item in sets {
+        let Some((key, raw)) = item.split_once('=') else {
+            return Err(Error::config("--set", item, "expected key=value"));
+        };
+        let (key, raw) = (key.trim(), raw.trim());
+        if META_FIELD_NAMES.contains(&key) {
+            let parsed: Option<toml::Value> =
+                toml::from_str::<toml::Table>(&format!("value = {raw}"))
+                    .ok()
+                    .and_then(|mut doc| doc.remove("value"));
+            let value = parsed.unwrap_or_else(|| toml::Value::String(raw.to_string()));
+            meta.push((key.to_string(), value));
+        } else {
+            ppo.push(item.clone());
+        }
+    }
+    Ok((ppo, meta))
+}
+
+/// `[low, high]` with both finite and `low <= high`.
+fn check_range(field: &str, range: &[f64]) -> Result<[f64; 2]> {
+    match range {
+        [] => Err(Error::config(
+            field,
+            "[]",
+            "empty range; expected [low, high]",
+        )),
+        &[low, high] if low.is_finite() && high.is_finite() => {
+            if low > high {
+                Err(Error::config(
+                    field,
+                    format!("[{low}, {high}]"),
+                    "inverted range: low must not exceed high",
+                ))
+            } else {
+                Ok([low, high])
+            }
+        }
+        [_, _] => Err(Error::config(
+            field,
+            format!("{range:?}"),
+            "bounds must be finite",
+        )),
+        _ => Err(Error::config(
+            field,
+            format!("{range:?}"),
+            format!("expected [low, high], got {} values", range.len()),
+        )),
+    }
+}

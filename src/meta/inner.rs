@@ -1,0 +1,116 @@
+//! The inner loop shared by meta-training, the multi-task baseline and the
+//! adaptation evaluation: PPO rollouts and updates of P agents on a
+//! [`VecEnv`] whose agent `p` runs task `p`.
+
+use crate::env::{StepOut, VecEnv};
+use crate::error::{Error, Result};
+use crate::gpu::GpuContext;
+use crate::ops::categorical::SampleKey;
+use crate::ppo::{permutations, PpoGpu};
+
+/// A [`VecEnv`] with its current observations, stepped by a [`PpoGpu`].
+pub struct InnerEnv {
+    pub env: Box<dyn VecEnv>,
+    pub obs: Vec<f32>,
+    out: StepOut,
+    finished: Vec<crate::env::EpisodeStats>,
+}
+
+impl InnerEnv {
+    /// Resets `env` with `seed`.
+    pub fn new(mut env: Box<dyn VecEnv>, seed: u64) -> Result<Self> {
+        let (n, d) = (env.num_envs(), env.obs_dim());
+        let mut obs = vec![0.0; n * d];
+        env.reset(seed, &mut obs)?;
+        Ok(InnerEnv {
+            env,
+            obs,
+            out: StepOut::new(n, d),
+            finished: Vec::new(),
+        })
+    }
+}
+
+/// One rollout of `gpu`'s T steps on `inner`, sampling under (seed,
+/// iteration); returns the returns of the episodes that ended, per agent.
+pub fn rollout(
+    ctx: &GpuContext,
+    gpu: &mut PpoGpu,
+    inner: &mut InnerEnv,
+    seed: u64,
+    iteration: u32,
+) -> Result<Vec<Vec<f64>>> {
+    let settings = gpu.settings().clone();
+    let n = settings.envs_per_agent;
+    if inner.env.num_envs() != settings.num_agents * n {
+        return Err(Error::shape(
+            "meta rollout",
+            "envs",
+            settings.num_agents * n,
+            inner.env.num_envs(),
+        ));
+    }
+    let mut returns = vec![Vec::new(); settings.num_agents];
+    for step in 0..settings.num_steps {
+        let key = SampleKey {
+            seed,
+            iteration,
+            step: step as u32,
+        };
+        let actions = gpu.rollout_step(ctx, step, &inner.obs, key)?;
+        inner.env.step(&actions, &mut inner.out)?;
+        let out = &inner.out;
+        gpu.record_env_step(
+            ctx,
+            step,
+            &out.reward,
+            &out.terminated,
+            &out.truncated,
+            &out.final_obs,
+        )?;
+        std::mem::swap(&mut inner.obs, &mut inner.out.obs);
+        inner.env.drain_episodes(&mut inner.finished);
+        for episode in inner.finished.drain(..) {
+            returns[episode.env / n].push(episode.episode_return);
+        }
+    }
+    Ok(returns)
+}
+
+/// One PPO iteration (rollout, then the update) for every agent; returns
+/// the rollout's episode returns per agent. Fails on a non-finite loss.
+pub fn ppo_iteration(
+    ctx: &GpuContext,
+    gpu: &mut PpoGpu,
+    inner: &mut InnerEnv,
+    seed: u64,
+    iteration: u32,
+) -> Result<Vec<Vec<f64>>> {
+    let returns = rollout(ctx, gpu, inner, seed, iteration)?;
+    let perm = permutations(seed, iteration as u64, gpu.settings());
+    let stats = gpu.update(ctx, &inner.obs, &perm)?;
+    if let Some((p, s)) = stats
+        .iter()
+        .enumerate()
+        .find(|(_, s)| !(s.policy_loss.is_finite() && s.value_loss.is_finite()))
+    {
+        return Err(Error::NonFinite {
+            what: format!(
+                "agent {p} losses (policy {}, value {})",
+                s.policy_loss, s.value_loss
+            ),
+            iteration: iteration as usize,
+            detail: "inner loop stopped (lower learning_rate or meta_lr)".into(),
+        });
+    }
+    Ok(returns)
+}
+
+/// Mean of the finite values, None when there are none.
+pub fn finite_mean<'a>(values: impl IntoIterator<Item = &'a f64>) -> Option<f64> {
+    let (sum, count) = values
+        .into_iter()
+        .filter(|v| v.is_finite())
+        .fold((0.0, 0usize), |(s, c), v| (s + v, c + 1));
+    (count > 0).then(|| sum / count as f64)
+}

@@ -1,0 +1,460 @@
+//! `meta-train`: Reptile or first-order MAML over a task family with PPO as
+//! the inner loop, M tasks per meta-batch run as M agents in the same
+//! dispatches; then the multi-task baseline (plain PPO, one agent whose envs
+//! run the same tasks, for the same env steps). Writes the run folder:
+//! `config.toml` (inner PPO), `meta.toml`, `meta_metrics.csv`,
+//! `meta.safetensors` (θ) and `multitask.safetensors`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::config::MetaConfig;
+use super::inner::{finite_mean, ppo_iteration, rollout, InnerEnv};
+use super::outer::{MetaMethod, OuterStep};
+use super::tasks::{family_spec, make_env, repeat_tasks, sample_tasks};
+use crate::config::PpoConfig;
+use crate::error::{Error, Result};
+use crate::gpu::GpuContext;
+use crate::ppo::net::ActorCriticSpec;
+use crate::ppo::trainer::{initial_params, update_settings};
+use crate::ppo::{permutations, PpoGpu};
+use crate::run::{
+    load_checkpoint, save_checkpoint, write_atomic, AgentState, Checkpoint, MetricsCsv, RunDir,
+};
+
+pub const META_CONFIG_FILE: &str = "meta.toml";
+pub const META_CHECKPOINT_FILE: &str = "meta.safetensors";
+pub const MULTITASK_CHECKPOINT_FILE: &str = "multitask.safetensors";
+pub const META_METRICS_FILE: &str = "meta_metrics.csv";
+
+/// Columns of `meta_metrics.csv`: one row per outer step (phase "meta") or
+/// per meta-iteration's worth of multi-task training (phase "multitask").
+pub const META_METRICS_COLUMNS: [&str; 7] = [
+    "phase",
+    "meta_iteration",
+    "env_steps",
+    "return_first_rollout",
+    "return_last_rollout",
+    "meta_lr",
+    "wall_s",
+];
+
+/// How `meta_train` runs, beyond the configs.
+#[derive(Clone, Debug, Default)]
+pub struct MetaTrainOptions {
+    pub runs_root: PathBuf,
+    pub progress: bool,
+    /// Set (by Ctrl-C) to stop after the current outer step, saving θ.
+    pub stop: Option<Arc<AtomicBool>>,
+    /// Also train the multi-task baseline.
+    pub baseline: bool,
+}
+
+/// What `meta_train` produced.
+#[derive(Clone, Debug)]
+pub struct MetaTrainReport {
+    pub run_dir: PathBuf,
+    pub meta_iterations: usize,
+    pub interrupted: bool,
+    pub meta_wall_s: f64,
+    pub multitask_wall_s: Option<f64>,
+    /// Env steps of meta-training over all agents.
+    pub meta_env_steps: u64,
+    /// Mean return of the first and last inner rollout at the last outer step.
+    pub last_returns: (Option<f64>, Option<f64>),
+}
+
+/// The inner PPO config of `meta`'s population: M agents.
+pub fn inner_config(ppo: &PpoConfig, meta: &MetaConfig) -> Result<PpoConfig> {
+    let config = PpoConfig {
+        num_agents: meta.meta_batch,
+        ..ppo.clone()
+    };
+    config.validate().map_err(|e| match e {
+        Error::InvalidConfig {
+            field,
+            value,
+            reason,
+        } => Error::InvalidConfig {
+            field,
+            value,
+            reason: format!(
+                "{reason} (with num_agents = meta_batch = {})",
+                meta.meta_batch
+            ),
+        },
+        other => other,
+    })?;
+    Ok(config)
+}
+
+/// The multi-task baseline's config: one agent with `meta_batch × num_envs` envs.
+pub fn multitask_config(ppo: &PpoConfig, meta: &MetaConfig) -> Result<PpoConfig> {
+    let config = PpoConfig {
+        num_agents: 1,
+        num_envs: ppo.num_envs.saturating_mul(meta.meta_batch),
+        ..ppo.clone()
+    };
+    config.validate()?;
+    Ok(config)
+}
+
+fn max_steps(ppo: &PpoConfig) -> Result<u32> {
+    u32::try_from(ppo.max_episode_steps).map_err(|_| {
+        Error::config(
+            "max_episode_steps",
+            ppo.max_episode_steps,
+            "must fit in 32 bits",
+        )
+    })
+}
+
+/// Tasks of meta-iteration `i` (1-based): the same for meta-training and the baseline.
+fn task_seed(seed: u64, i: usize) -> u64 {
+    seed.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        .wrapping_add(i as u64)
+}
+
+fn progress_bar(show: bool, len: usize, what: &str) -> Option<indicatif::ProgressBar> {
+    show.then(|| {
+        let bar = indicatif::ProgressBar::new(len as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(&format!(
+                "{what:>10} {{elapsed_precise}} [{{bar:30}}] {{pos}}/{{len}}  {{msg}}"
+            ))
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        bar
+    })
+}
+
+fn fmt_return(value: Option<f64>) -> String {
+    value.map_or("-".into(), |v| format!("{v:.1}"))
+}
+
+/// Saves one set of parameters (θ or the baseline) with its metadata.
+pub fn save_init(
+    path: &Path,
+    spec: &ActorCriticSpec,
+    params: &[f32],
+    kind: &str,
+    meta: &MetaConfig,
+    ppo: &PpoConfig,
+    meta_iteration: usize,
+) -> Result<()> {
+    if let Some(bad) = params.iter().position(|v| !v.is_finite()) {
+        return Err(Error::NonFinite {
+            what: format!("{kind} parameter {bad}"),
+            iteration: meta_iteration,
+            detail: format!("{} not written; the previous one is kept", path.display()),
+        });
+    }
+    let dims = |m: crate::nn::MlpSpec| -> Vec<(usize, usize)> {
+        m.layers(0).iter().map(|l| (l.in_dim, l.out_dim)).collect()
+    };
+    let mut metadata = BTreeMap::new();
+    metadata.insert("kind".to_string(), kind.to_string());
+    metadata.insert("meta_config".to_string(), meta.to_toml()?);
+    metadata.insert("config".to_string(), ppo.to_toml()?);
+    metadata.insert("meta_iteration".to_string(), meta_iteration.to_string());
+    save_checkpoint(
+        path,
+        &Checkpoint {
+            actor_layers: dims(spec.actor()),
+            critic_layers: dims(spec.critic()),
+            agents: vec![AgentState {
+                params: params.to_vec(),
+                optimizer: None,
+            }],
+            metadata,
+        },
+    )
+}
+
+/// Loads the single parameter vector a `save_init` file holds, checking its size.
+pub fn load_init(path: &Path, spec: &ActorCriticSpec) -> Result<Vec<f32>> {
+    let checkpoint = load_checkpoint(path)?;
+    let k = checkpoint.params_per_agent()?;
+    if checkpoint.agents.len() != 1 || k != spec.param_count() {
+        return Err(Error::Format {
+            path: path.to_path_buf(),
+            reason: format!(
+                "holds {} parameter vectors of {k}; expected one of {} (hidden sizes {:?})",
+                checkpoint.agents.len(),
+                spec.param_count(),
+                spec.hidden
+            ),
+        });
+    }
+    Ok(checkpoint.agents[0].params.clone())
+}
+
+/// Meta-trains an initialization (and the multi-task baseline); see the module docs.
+pub fn meta_train(
+    ppo: &PpoConfig,
+    meta: &MetaConfig,
+    ctx: &GpuContext,
+    options: &MetaTrainOptions,
+) -> Result<MetaTrainReport> {
+    // Everything that can be refused is checked, and every GPU buffer is
+    // allocated, before the first step.
+    meta.validate()?;
+    let spec = family_spec(meta.family, &ppo.hidden)?;
+    let inner = inner_config(ppo, meta)?;
+    let (m_count, n, k_inner) = (meta.meta_batch, ppo.num_envs, meta.inner_updates);
+    let cartpole_steps = max_steps(ppo)?;
+    let mut gpu = PpoGpu::new(ctx, &spec, &update_settings(&inner))?;
+    let mut mt_gpu = if options.baseline {
+        let mt = multitask_config(ppo, meta)?;
+        Some((PpoGpu::new(ctx, &spec, &update_settings(&mt))?, mt))
+    } else {
+        None
+    };
+    let theta0 = initial_params(&spec, 1, ppo.seed);
+    let mut outer = OuterStep::new(
+        ctx,
+        meta.method,
+        &theta0,
+        m_count,
+        &gpu.params,
+        gpu.grads(),
+        meta.meta_lr,
+    )?;
+
+    let unix_time = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let env_id = format!("meta-{}", meta.family.name());
+    let run = RunDir::create(
+        &options.runs_root,
+        &env_id,
+        &ppo.exp_name,
+        ppo.seed,
+        unix_time,
+    )?;
+    write_atomic(&run.config_path(), ppo.to_toml()?.as_bytes())?;
+    write_atomic(
+        &run.path().join(META_CONFIG_FILE),
+        meta.to_toml()?.as_bytes(),
+    )?;
+    let meta_path = run.path().join(META_CHECKPOINT_FILE);
+    save_init(&meta_path, &spec, &theta0, "meta", meta, ppo, 0)?;
+    let mut csv = MetricsCsv::create(&run.path().join(META_METRICS_FILE), &META_METRICS_COLUMNS)?;
+
+    let broadcast: Vec<f32> = theta0
+        .iter()
+        .copied()
+        .cycle()
+        .take(theta0.len() * m_count)
+        .collect();
+    gpu.set_params(ctx, &broadcast)?;
+    let stopped = || {
+        options
+            .stop
+            .as_ref()
+            .is_some_and(|s| s.load(Ordering::SeqCst))
+    };
+    let bar = progress_bar(options.progress, meta.meta_iterations, meta.method.name());
+    let start = Instant::now();
+    let rollout_steps = (ppo.num_steps * n * m_count) as u64;
+    let mut env_steps = 0u64;
+    let mut done = 0;
+    let mut last_returns = (None, None);
+    while done < meta.meta_iterations && !stopped() {
+        let i = done + 1;
+        let tasks = sample_tasks(meta, task_seed(ppo.seed, i), m_count);
+        let env = make_env(
+            meta.family,
+            &repeat_tasks(&tasks, n),
+            m_count,
+            n,
+            cartpole_steps,
+        )?;
+        let mut inner_env = InnerEnv::new(env, task_seed(ppo.seed, i))?;
+        gpu.reset_optimizer(ctx)?;
+        gpu.set_learning_rates(&vec![ppo.learning_rate; m_count])?;
+        let mut first = None;
+        let mut last = None;
+        for j in 0..k_inner {
+            let key = (i * (k_inner + 1) + j) as u32;
+            let returns = ppo_iteration(ctx, &mut gpu, &mut inner_env, ppo.seed, key)?;
+            let mean = finite_mean(returns.iter().flatten());
+            first = first.or(Some(mean));
+            last = Some(mean);
+            env_steps += rollout_steps;
+        }
+        if meta.method == MetaMethod::Fomaml {
+            // Fresh data at the adapted parameters, then their gradient.
+            let key = (i * (k_inner + 1) + k_inner) as u32;
+            rollout(ctx, &mut gpu, &mut inner_env, ppo.seed, key)?;
+            let perm = permutations(ppo.seed, key as u64, gpu.settings());
+            gpu.gradient(ctx, &inner_env.obs, &perm)?;
+            env_steps += rollout_steps;
+        }
+        let meta_lr = if meta.anneal_meta_lr {
+            meta.meta_lr * (1.0 - (i - 1) as f64 / meta.meta_iterations as f64)
+        } else {
+            meta.meta_lr
+        };
+        outer.set_meta_lr(ctx, meta_lr);
+        outer.run(ctx);
+        done = i;
+        last_returns = (first.flatten(), last.flatten());
+        let wall_s = start.elapsed().as_secs_f64();
+        csv.append(&[
+            "meta".to_string(),
+            i.to_string(),
+            env_steps.to_string(),
+            fmt_cell(last_returns.0),
+            fmt_cell(last_returns.1),
+            format!("{meta_lr}"),
+            format!("{wall_s:.3}"),
+        ])?;
+        if let Some(bar) = &bar {
+            bar.set_position(i as u64);
+            bar.set_message(format!(
+                "return before {} after {} adaptation",
+                fmt_return(last_returns.0),
+                fmt_return(last_returns.1)
+            ));
+        }
+        if meta.meta_checkpoint_every > 0 && i % meta.meta_checkpoint_every == 0 {
+            save_init(
+                &meta_path,
+                &spec,
+                &outer.theta.read(ctx)?,
+                "meta",
+                meta,
+                ppo,
+                i,
+            )?;
+        }
+    }
+    if let Some(bar) = &bar {
+        bar.finish();
+    }
+    save_init(
+        &meta_path,
+        &spec,
+        &outer.theta.read(ctx)?,
+        "meta",
+        meta,
+        ppo,
+        done,
+    )?;
+    let meta_wall_s = start.elapsed().as_secs_f64();
+    let interrupted = done < meta.meta_iterations;
+
+    let multitask_wall_s = match (&mut mt_gpu, interrupted) {
+        (Some((mt_gpu, mt)), false) => Some(train_multitask(
+            ctx, mt_gpu, mt, ppo, meta, &spec, &theta0, &run, &mut csv, options,
+        )?),
+        _ => None,
+    };
+    Ok(MetaTrainReport {
+        run_dir: run.path().to_path_buf(),
+        meta_iterations: done,
+        interrupted,
+        meta_wall_s,
+        multitask_wall_s,
+        meta_env_steps: env_steps,
+        last_returns,
+    })
+}
+
+fn fmt_cell(value: Option<f64>) -> String {
+    value.map_or(String::new(), |v| format!("{v}"))
+}
+
+/// Plain PPO from the scratch initialization on the meta-batches' tasks:
+/// at meta-iteration i its `M × N` envs run the same M tasks meta-training
+/// saw, for `inner_updates` iterations, so both spend the same env steps
+/// (first-order MAML's extra rollout aside). The learning rate anneals as in
+/// `train` when `anneal_lr` is set.
+#[allow(clippy::too_many_arguments)]
+fn train_multitask(
+    ctx: &GpuContext,
+    gpu: &mut PpoGpu,
+    mt: &PpoConfig,
+    ppo: &PpoConfig,
+    meta: &MetaConfig,
+    spec: &ActorCriticSpec,
+    theta0: &[f32],
+    run: &RunDir,
+    csv: &mut MetricsCsv,
+    options: &MetaTrainOptions,
+) -> Result<f64> {
+    let (m_count, n, k_inner) = (meta.meta_batch, ppo.num_envs, meta.inner_updates);
+    let cartpole_steps = max_steps(ppo)?;
+    gpu.set_params(ctx, theta0)?;
+    let path = run.path().join(MULTITASK_CHECKPOINT_FILE);
+    let bar = progress_bar(options.progress, meta.meta_iterations, "multitask");
+    let start = Instant::now();
+    let total = meta.meta_iterations * k_inner;
+    let rollout_steps = (mt.num_steps * mt.num_envs) as u64;
+    let mut env_steps = 0u64;
+    for i in 1..=meta.meta_iterations {
+        if options
+            .stop
+            .as_ref()
+            .is_some_and(|s| s.load(Ordering::SeqCst))
+        {
+            break;
+        }
+        let tasks = sample_tasks(meta, task_seed(ppo.seed, i), m_count);
+        let env = make_env(
+            meta.family,
+            &repeat_tasks(&tasks, n),
+            1,
+            m_count * n,
+            cartpole_steps,
+        )?;
+        let mut inner_env = InnerEnv::new(env, task_seed(ppo.seed, i))?;
+        let mut means = Vec::new();
+        for j in 0..k_inner {
+            let done = (i - 1) * k_inner + j;
+            let frac = if ppo.anneal_lr {
+                1.0 - done as f64 / total as f64
+            } else {
+                1.0
+            };
+            gpu.set_learning_rates(&[frac * ppo.learning_rate])?;
+            let returns = ppo_iteration(ctx, gpu, &mut inner_env, ppo.seed, (done + 1) as u32)?;
+            means.push(finite_mean(returns.iter().flatten()));
+            env_steps += rollout_steps;
+        }
+        let (first, last) = (means[0], means[means.len() - 1]);
+        csv.append(&[
+            "multitask".to_string(),
+            i.to_string(),
+            env_steps.to_string(),
+            fmt_cell(first),
+            fmt_cell(last),
+            String::new(),
+            format!("{:.3}", start.elapsed().as_secs_f64()),
+        ])?;
+        if let Some(bar) = &bar {
+            bar.set_position(i as u64);
+            bar.set_message(format!("sampled return {}", fmt_return(last)));
+        }
+    }
+    if let Some(bar) = &bar {
+        bar.finish();
+    }
+    let params = gpu.read_params(ctx)?;
+    save_init(
+        &path,
+        spec,
+        &params,
+        "multitask",
+        meta,
+        ppo,
+        meta.meta_iterations,
+    )?;
+    Ok(start.elapsed().as_secs_f64())
+}

@@ -1,0 +1,274 @@
+//! The `meta-train` and `meta-eval` commands.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use clap::Args;
+use ppo_wgpu::config::PpoConfig;
+use ppo_wgpu::gpu::GpuContext;
+use ppo_wgpu::meta::config::split_sets;
+use ppo_wgpu::meta::eval::{adaptation_eval, plot_adaptation, write_report, AdaptationReport};
+use ppo_wgpu::meta::tasks::family_spec;
+use ppo_wgpu::meta::train::{
+    load_init, meta_train, MetaTrainOptions, META_CHECKPOINT_FILE, META_CONFIG_FILE,
+    MULTITASK_CHECKPOINT_FILE,
+};
+use ppo_wgpu::meta::{MetaConfig, TaskFamily};
+use ppo_wgpu::ppo::trainer::initial_params;
+use ppo_wgpu::run::RunDir;
+use ppo_wgpu::{Error, Result};
+
+use crate::AdapterArgs;
+
+pub const ADAPTATION_JSON: &str = "adaptation.json";
+pub const ADAPTATION_SVG: &str = "adaptation.svg";
+
+#[derive(Args, Debug)]
+pub struct MetaTrainArgs {
+    /// Task family: cartpole (physics ranges + flipped motors) or nav (2-D goals).
+    #[arg(long, default_value = "cartpole")]
+    family: String,
+    /// Outer step: reptile or fomaml (first-order MAML).
+    #[arg(long)]
+    method: Option<String>,
+    /// PPO preset of the inner loop (see `train --help`); default: the family's.
+    #[arg(long)]
+    preset: Option<String>,
+    /// TOML file of inner-loop PPO settings, applied over the preset.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// key=value overrides, PPO or meta-learning keys (meta_batch, inner_updates,
+    /// meta_lr, meta_iterations, length=[0.25,1.0], adapt_steps=[0,1,2,5,10], ...).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    sets: Vec<String>,
+    /// Folder for run folders.
+    #[arg(long, default_value = "runs")]
+    runs_dir: PathBuf,
+    /// Skip the multi-task baseline.
+    #[arg(long)]
+    no_baseline: bool,
+    /// Skip the adaptation evaluation at the end.
+    #[arg(long)]
+    no_eval: bool,
+    /// No progress bars.
+    #[arg(long)]
+    quiet: bool,
+    #[command(flatten)]
+    adapter: AdapterArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct MetaEvalArgs {
+    /// A run folder written by `meta-train`.
+    run: PathBuf,
+    /// Evaluation overrides: eval_tasks, eval_seed, adapt_steps, adapt_eval_episodes, greedy_eval.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    sets: Vec<String>,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+    #[command(flatten)]
+    adapter: AdapterArgs,
+}
+
+fn parse_family(name: &str) -> Result<TaskFamily> {
+    match name {
+        "cartpole" => Ok(TaskFamily::Cartpole),
+        "nav" => Ok(TaskFamily::Nav),
+        _ => Err(Error::config(
+            "--family",
+            name,
+            format!(
+                "unknown task family; valid: {}",
+                TaskFamily::NAMES.join(", ")
+            ),
+        )),
+    }
+}
+
+/// The inner-loop preset a family trains well with by default.
+pub fn family_preset(family: TaskFamily) -> &'static str {
+    match family {
+        TaskFamily::Cartpole | TaskFamily::Nav => "meta",
+    }
+}
+
+fn open_context(adapter: &AdapterArgs) -> Result<GpuContext> {
+    let ctx = GpuContext::new(&adapter.options())?;
+    eprintln!("adapter: {}", ctx.adapter.describe());
+    Ok(ctx)
+}
+
+pub fn meta_train_command(args: &MetaTrainArgs) -> Result<()> {
+    let family = parse_family(&args.family)?;
+    let (ppo_sets, mut meta_sets) = split_sets(&args.sets)?;
+    if let Some(method) = &args.method {
+        meta_sets.push(("method".into(), toml::Value::String(method.clone())));
+    }
+    let preset = args.preset.as_deref().unwrap_or(family_preset(family));
+    let ppo = PpoConfig::resolve(Some(preset), args.config.as_deref(), &ppo_sets)?;
+    let meta = MetaConfig::resolve(family, &meta_sets)?;
+    // Every config error is reported before the adapter is touched.
+    let ctx = open_context(&args.adapter)?;
+    eprintln!(
+        "{} {}: {} outer steps x {} tasks x {} inner updates ({} envs x {} steps each), hidden {:?}",
+        family.name(),
+        meta.method.name(),
+        meta.meta_iterations,
+        meta.meta_batch,
+        meta.inner_updates,
+        ppo.num_envs,
+        ppo.num_steps,
+        ppo.hidden
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let handler_flag = stop.clone();
+    let _ = ctrlc::set_handler(move || {
+        if handler_flag.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+        eprintln!("\nstopping after this outer step (Ctrl-C again to quit at once)...");
+    });
+    let report = meta_train(
+        &ppo,
+        &meta,
+        &ctx,
+        &MetaTrainOptions {
+            runs_root: args.runs_dir.clone(),
+            progress: !args.quiet,
+            stop: Some(stop),
+            baseline: !args.no_baseline,
+        },
+    )?;
+    println!("run: {}", report.run_dir.display());
+    println!(
+        "meta-training: {} outer steps, {} env steps in {:.1} s",
+        report.meta_iterations, report.meta_env_steps, report.meta_wall_s
+    );
+    if let Some(s) = report.multitask_wall_s {
+        println!("multi-task baseline: {s:.1} s");
+    }
+    if report.interrupted || args.no_eval {
+        return Ok(());
+    }
+    evaluate_run(
+        &ctx,
+        &report.run_dir,
+        &ppo,
+        &meta,
+        !args.no_baseline,
+        !args.quiet,
+    )
+}
+
+pub fn meta_eval_command(args: &MetaEvalArgs) -> Result<()> {
+    let run = RunDir::open(&args.run)?;
+    let ppo = ppo_wgpu::ppo::trainer::load_run_config(&run)?;
+    let meta_path = run.path().join(META_CONFIG_FILE);
+    let text = std::fs::read_to_string(&meta_path).map_err(|source| Error::Io {
+        path: meta_path.clone(),
+        source,
+    })?;
+    let saved: MetaConfig = toml::from_str(&text).map_err(|e| Error::Format {
+        path: meta_path.clone(),
+        reason: e.to_string(),
+    })?;
+    let (ppo_sets, meta_sets) = split_sets(&args.sets)?;
+    const EVAL_KEYS: [&str; 5] = [
+        "eval_tasks",
+        "eval_seed",
+        "adapt_steps",
+        "adapt_eval_episodes",
+        "greedy_eval",
+    ];
+    if let Some(item) = ppo_sets.first() {
+        return Err(Error::config(
+            "--set",
+            item,
+            format!("meta-eval takes only {}", EVAL_KEYS.join(", ")),
+        ));
+    }
+    if let Some((key, value)) = meta_sets
+        .iter()
+        .find(|(k, _)| !EVAL_KEYS.contains(&k.as_str()))
+    {
+        return Err(Error::config(
+            key,
+            value,
+            format!(
+                "meta-eval takes only {}; the rest is fixed by the run",
+                EVAL_KEYS.join(", ")
+            ),
+        ));
+    }
+    let mut table = toml::Table::try_from(&saved)
+        .map_err(|e| Error::config("meta config", "(saved)", e.to_string()))?;
+    for (key, value) in meta_sets {
+        table.insert(key, value);
+    }
+    let meta: MetaConfig = table
+        .try_into()
+        .map_err(|e| Error::config("--set", "(meta-eval)", e.to_string()))?;
+    meta.validate()?;
+    let has_baseline = run.path().join(MULTITASK_CHECKPOINT_FILE).exists();
+    let ctx = open_context(&args.adapter)?;
+    evaluate_run(&ctx, run.path(), &ppo, &meta, has_baseline, !args.quiet)
+}
+
+/// Adapts meta, scratch (and multi-task) initializations on the held-out
+/// tasks; writes adaptation.json and adaptation.svg and prints the table.
+fn evaluate_run(
+    ctx: &GpuContext,
+    run: &Path,
+    ppo: &PpoConfig,
+    meta: &MetaConfig,
+    with_baseline: bool,
+    progress: bool,
+) -> Result<()> {
+    let spec = family_spec(meta.family, &ppo.hidden)?;
+    let mut inits = vec![(
+        format!("meta ({})", meta.method.name()),
+        load_init(&run.join(META_CHECKPOINT_FILE), &spec)?,
+    )];
+    inits.push(("scratch".into(), initial_params(&spec, 1, ppo.seed)));
+    if with_baseline {
+        inits.push((
+            "multi-task".into(),
+            load_init(&run.join(MULTITASK_CHECKPOINT_FILE), &spec)?,
+        ));
+    }
+    let report = adaptation_eval(ctx, ppo, meta, &inits, progress)?;
+    write_report(&run.join(ADAPTATION_JSON), &report)?;
+    plot_adaptation(&report, &run.join(ADAPTATION_SVG))?;
+    print_table(&report);
+    println!(
+        "wrote {} and {}",
+        run.join(ADAPTATION_JSON).display(),
+        run.join(ADAPTATION_SVG).display()
+    );
+    Ok(())
+}
+
+fn print_table(report: &AdaptationReport) {
+    println!(
+        "return after k adaptation updates on {} held-out tasks (mean [95% CI]):",
+        report.eval_tasks
+    );
+    print!("{:<18}", "init");
+    for k in &report.adapt_steps {
+        print!("{:>24}", format!("k={k}"));
+    }
+    println!();
+    for curve in &report.curves {
+        print!("{:<18}", curve.init);
+        for i in 0..report.adapt_steps.len() {
+            let cell = format!(
+                "{:.1} [{:.1}, {:.1}]",
+                curve.mean[i], curve.ci95_low[i], curve.ci95_high[i]
+            );
+            print!("{cell:>24}");
+        }
+        println!();
+    }
+}

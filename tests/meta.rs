@@ -1,0 +1,485 @@
+//! Meta-learning: the outer-step kernel against its CPU reference (random
+//! inputs, partial workgroups, NaN-poisoned outputs), the outer step inside
+//! a tiny real meta-training, the navigation env, task sampling, config
+//! errors, and the meta-train / meta-eval outputs.
+
+mod common;
+
+use common::{assert_close, ctx, random_vec, to_f64};
+use ppo_wgpu::config::PpoConfig;
+use ppo_wgpu::env::{Nav, NavConfig, StepOut, VecEnv, NAV_OBS_DIM};
+use ppo_wgpu::gpu::GpuBuffer;
+use ppo_wgpu::meta::config::split_sets;
+use ppo_wgpu::meta::eval::{adaptation_eval, mean_ci95, plot_adaptation, t_quantile_975};
+use ppo_wgpu::meta::inner::{ppo_iteration, InnerEnv};
+use ppo_wgpu::meta::tasks::{family_spec, make_env, repeat_tasks};
+use ppo_wgpu::meta::train::{
+    load_init, meta_train, MetaTrainOptions, META_CHECKPOINT_FILE, META_METRICS_FILE,
+    MULTITASK_CHECKPOINT_FILE,
+};
+use ppo_wgpu::meta::{
+    outer_step_cpu, sample_tasks, MetaConfig, MetaMethod, OuterStep, Task, TaskFamily,
+};
+use ppo_wgpu::ppo::trainer::{initial_params, update_settings};
+use ppo_wgpu::ppo::PpoGpu;
+use ppo_wgpu::Error;
+
+const METHODS: [MetaMethod; 2] = [MetaMethod::Reptile, MetaMethod::Fomaml];
+
+fn scratch_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("ppo_wgpu_meta_{name}_{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn outer_step_matches_cpu_reference() {
+    let Some(ctx) = ctx() else { return };
+    let mut case = 0u64;
+    for method in METHODS {
+        for k in [1usize, 63, 64, 65, 1000] {
+            for m in [1usize, 3, 8] {
+                case += 1;
+                let theta = random_vec(case, k, -1.0, 1.0);
+                let params = random_vec(case + 100, m * k, -2.0, 2.0);
+                let grads = random_vec(case + 200, m * k, -5.0, 5.0);
+                let meta_lr = 0.3f32;
+                // Fomaml never reads params: they start poisoned, so every
+                // element the broadcast misses stays NaN and fails.
+                let start = match method {
+                    MetaMethod::Reptile => params.clone(),
+                    MetaMethod::Fomaml => vec![f32::NAN; m * k],
+                };
+                let params_gpu = GpuBuffer::from_slice(ctx, "params", &start).unwrap();
+                let grads_gpu = GpuBuffer::from_slice(ctx, "grads", &grads).unwrap();
+                let outer = OuterStep::new(
+                    ctx,
+                    method,
+                    &theta,
+                    m,
+                    &params_gpu,
+                    &grads_gpu,
+                    meta_lr as f64,
+                )
+                .unwrap();
+                outer.run(ctx);
+                let want = outer_step_cpu(method, &theta, &params, &grads, m, meta_lr);
+                let what = format!("{} K={k} M={m}", method.name());
+                let got_theta = outer.theta.read(ctx).unwrap();
+                assert_close(
+                    &format!("{what} theta"),
+                    &to_f64(&want),
+                    &got_theta,
+                    1e-6,
+                    1e-5,
+                );
+                let broadcast: Vec<f64> =
+                    to_f64(&want).iter().copied().cycle().take(m * k).collect();
+                let got_params = params_gpu.read(ctx).unwrap();
+                assert_close(
+                    &format!("{what} params"),
+                    &broadcast,
+                    &got_params,
+                    1e-6,
+                    1e-5,
+                );
+                // Grads are read-only.
+                assert_eq!(grads_gpu.read(ctx).unwrap(), grads, "{what}: grads changed");
+            }
+        }
+    }
+}
+
+#[test]
+fn outer_step_cpu_reference_is_the_formula() {
+    // Reptile with ε = 1 and one agent jumps to the adapted parameters;
+    // first-order MAML takes a plain gradient step on the mean gradient.
+    let theta = [1.0f32, -2.0];
+    let params = [3.0f32, 0.0, 5.0, 2.0];
+    let grads = [1.0f32, 2.0, 3.0, -4.0];
+    assert_eq!(
+        outer_step_cpu(MetaMethod::Reptile, &theta, &params[..2], &grads, 1, 1.0),
+        [3.0, 0.0]
+    );
+    assert_eq!(
+        outer_step_cpu(MetaMethod::Reptile, &theta, &params, &grads, 2, 0.5),
+        [2.5, -0.5]
+    );
+    assert_eq!(
+        outer_step_cpu(MetaMethod::Fomaml, &theta, &params, &grads, 2, 0.5),
+        [0.0, -1.5]
+    );
+}
+
+fn tiny_ppo() -> PpoConfig {
+    PpoConfig {
+        num_envs: 2,
+        num_steps: 16,
+        num_minibatches: 2,
+        update_epochs: 2,
+        exp_name: "tiny".into(),
+        ..PpoConfig::preset("meta").unwrap()
+    }
+}
+
+/// A real inner loop on CartPole tasks, then the outer step: the kernel's θ
+/// and broadcast match the CPU reference applied to the adapted parameters
+/// read back from the GPU, for both methods.
+#[test]
+fn tiny_meta_training_outer_step_matches_reference() {
+    let Some(ctx) = ctx() else { return };
+    for method in METHODS {
+        let meta = MetaConfig {
+            meta_batch: 3,
+            method,
+            ..MetaConfig::for_family(TaskFamily::Cartpole)
+        };
+        let ppo = PpoConfig {
+            num_agents: meta.meta_batch,
+            hidden: vec![8],
+            ..tiny_ppo()
+        };
+        let spec = family_spec(meta.family, &ppo.hidden).unwrap();
+        let k = spec.param_count();
+        let mut gpu = PpoGpu::new(ctx, &spec, &update_settings(&ppo)).unwrap();
+        let mut theta = initial_params(&spec, 1, 7);
+        let mut outer =
+            OuterStep::new(ctx, method, &theta, 3, &gpu.params, gpu.grads(), 0.5).unwrap();
+        gpu.set_params(ctx, &theta.repeat(3)).unwrap();
+        for outer_iteration in 0..2u32 {
+            let tasks = sample_tasks(&meta, 11 + outer_iteration as u64, 3);
+            let env = make_env(meta.family, &repeat_tasks(&tasks, 2), 3, 2, 500).unwrap();
+            let mut inner = InnerEnv::new(env, 5).unwrap();
+            gpu.reset_optimizer(ctx).unwrap();
+            gpu.set_learning_rates(&[0.01; 3]).unwrap();
+            for j in 0..2 {
+                ppo_iteration(ctx, &mut gpu, &mut inner, 3, outer_iteration * 10 + j).unwrap();
+            }
+            let adapted = gpu.params.read(ctx).unwrap();
+            assert_ne!(adapted[..k], theta[..], "the inner loop moved no parameter");
+            if method == MetaMethod::Fomaml {
+                let before = gpu.params.read(ctx).unwrap();
+                ppo_wgpu::meta::inner::rollout(ctx, &mut gpu, &mut inner, 3, 99).unwrap();
+                let perm = ppo_wgpu::ppo::permutations(3, 99, gpu.settings());
+                gpu.gradient(ctx, &inner.obs, &perm).unwrap();
+                assert_eq!(
+                    gpu.params.read(ctx).unwrap(),
+                    before,
+                    "gradient() moved parameters"
+                );
+            }
+            let grads = gpu.grads().read(ctx).unwrap();
+            assert!(grads.iter().all(|g| g.is_finite()));
+            assert!(grads.iter().any(|&g| g != 0.0), "no gradient");
+            outer.set_meta_lr(ctx, 0.5);
+            outer.run(ctx);
+            let want = outer_step_cpu(method, &theta, &adapted, &grads, 3, 0.5);
+            let got = outer.theta.read(ctx).unwrap();
+            assert_close(
+                &format!("{} θ step {outer_iteration}", method.name()),
+                &to_f64(&want),
+                &got,
+                1e-6,
+                1e-5,
+            );
+            let broadcast = gpu.params.read(ctx).unwrap();
+            for agent in broadcast.chunks(k) {
+                assert_eq!(agent, &got[..], "θ was not broadcast to every agent");
+            }
+            theta = got;
+        }
+    }
+}
+
+#[test]
+fn meta_train_writes_inits_metrics_and_adaptation_report() {
+    let Some(ctx) = ctx() else { return };
+    let root = scratch_dir("outputs");
+    for family in [TaskFamily::Cartpole, TaskFamily::Nav] {
+        let meta = MetaConfig {
+            meta_iterations: 3,
+            meta_batch: 2,
+            inner_updates: 1,
+            eval_tasks: 3,
+            adapt_steps: vec![0, 1, 2],
+            adapt_eval_episodes: 2,
+            ..MetaConfig::for_family(family)
+        };
+        let ppo = PpoConfig {
+            max_episode_steps: 60,
+            ..tiny_ppo()
+        };
+        let report = meta_train(
+            &ppo,
+            &meta,
+            ctx,
+            &MetaTrainOptions {
+                runs_root: root.as_path().to_path_buf(),
+                baseline: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(report.meta_iterations, 3);
+        assert!(!report.interrupted);
+        let dir = &report.run_dir;
+        let spec = family_spec(family, &ppo.hidden).unwrap();
+        let theta = load_init(&dir.join(META_CHECKPOINT_FILE), &spec).unwrap();
+        let baseline = load_init(&dir.join(MULTITASK_CHECKPOINT_FILE), &spec).unwrap();
+        let scratch = initial_params(&spec, 1, ppo.seed);
+        assert!(theta.iter().all(|v| v.is_finite()));
+        assert_ne!(theta, scratch, "meta-training left θ at the scratch init");
+        assert_ne!(baseline, scratch, "the baseline did not train");
+        let metrics = std::fs::read_to_string(dir.join(META_METRICS_FILE)).unwrap();
+        assert_eq!(
+            metrics.lines().filter(|l| l.starts_with("meta,")).count(),
+            3
+        );
+        assert_eq!(
+            metrics
+                .lines()
+                .filter(|l| l.starts_with("multitask,"))
+                .count(),
+            3
+        );
+
+        let inits = vec![
+            ("meta".to_string(), theta),
+            ("scratch".to_string(), scratch),
+        ];
+        let report = adaptation_eval(ctx, &ppo, &meta, &inits, false).unwrap();
+        assert_eq!(report.curves.len(), 2);
+        for curve in &report.curves {
+            assert_eq!(curve.mean.len(), 3);
+            assert_eq!(curve.per_task.len(), 3);
+            for (i, tasks) in curve.per_task.iter().enumerate() {
+                assert_eq!(tasks.len(), 3);
+                assert!(tasks.iter().all(|r| r.is_finite()));
+                assert!(curve.ci95_low[i] <= curve.mean[i] && curve.mean[i] <= curve.ci95_high[i]);
+                match family {
+                    TaskFamily::Cartpole => {
+                        assert!(tasks.iter().all(|&r| (1.0..=60.0).contains(&r)))
+                    }
+                    TaskFamily::Nav => assert!(tasks.iter().all(|&r| r < 0.0)),
+                }
+            }
+        }
+        // The same init adapted twice on the same seeds gives the same curve.
+        let again = adaptation_eval(ctx, &ppo, &meta, &inits[..1], false).unwrap();
+        assert_eq!(again.curves[0], report.curves[0]);
+        let svg = dir.join("adaptation.svg");
+        plot_adaptation(&report, &svg).unwrap();
+        assert!(std::fs::read_to_string(&svg).unwrap().contains("<svg"));
+    }
+}
+
+#[test]
+fn meta_batch_beyond_the_adapter_is_refused_before_any_work() {
+    let Some(ctx) = ctx() else { return };
+    let root = scratch_dir("too_big");
+    let limit = ctx.limits.max_storage_buffer_binding_size as usize;
+    // Enough agents that the rollout observations exceed one binding, while
+    // the config's own row limit still passes.
+    let ppo = PpoConfig {
+        num_envs: 8,
+        num_steps: 16,
+        ..tiny_ppo()
+    };
+    let meta_batch = limit / (8 * 16 * 4 * 4) + 1;
+    let meta = MetaConfig {
+        meta_batch,
+        ..MetaConfig::default()
+    };
+    let err = meta_train(
+        &ppo,
+        &meta,
+        ctx,
+        &MetaTrainOptions {
+            runs_root: root.as_path().to_path_buf(),
+            ..Default::default()
+        },
+    )
+    .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains(&limit.to_string()) || text.contains("limit"),
+        "{text}"
+    );
+    assert_eq!(
+        std::fs::read_dir(root.as_path()).unwrap().count(),
+        0,
+        "a run folder was created"
+    );
+}
+
+#[test]
+fn bad_meta_configs_are_refused_naming_the_field() {
+    let cases: [(&str, toml::Value, &str); 6] = [
+        ("length", toml::Value::Array(vec![]), "empty range"),
+        (
+            "force_mag",
+            toml::Value::try_from(vec![15.0, 5.0]).unwrap(),
+            "inverted range",
+        ),
+        (
+            "goal_range",
+            toml::Value::try_from(vec![0.5]).unwrap(),
+            "expected [low, high]",
+        ),
+        (
+            "adapt_steps",
+            toml::Value::try_from(vec![0, 5, 2]).unwrap(),
+            "increase",
+        ),
+        ("meta_batch", toml::Value::Integer(0), "at least 1"),
+        ("flip_probability", toml::Value::Float(1.5), "[0, 1]"),
+    ];
+    for (key, value, reason) in cases {
+        let err = MetaConfig::resolve(TaskFamily::Cartpole, &[(key.to_string(), value.clone())])
+            .unwrap_err();
+        match &err {
+            Error::InvalidConfig {
+                field, reason: r, ..
+            } => {
+                assert_eq!(field, key, "{err}");
+                assert!(r.contains(reason), "{key}: {err}");
+            }
+            other => panic!("{key}: unexpected error {other}"),
+        }
+    }
+    let err = MetaConfig::resolve(
+        TaskFamily::Nav,
+        &[("meta_bach".into(), toml::Value::Integer(2))],
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("meta_bach"), "{err}");
+    let err =
+        MetaConfig::resolve(TaskFamily::Nav, &[("method".into(), "maml".into())]).unwrap_err();
+    assert!(err.to_string().contains("method"), "{err}");
+    // --set splits meta keys from PPO keys.
+    let (ppo, meta) = split_sets(&[
+        "learning_rate=0.1".into(),
+        "meta_lr=0.5".into(),
+        "method=fomaml".into(),
+    ])
+    .unwrap();
+    assert_eq!(ppo, ["learning_rate=0.1"]);
+    assert_eq!(meta[0], ("meta_lr".to_string(), toml::Value::Float(0.5)));
+    assert_eq!(
+        meta[1],
+        ("method".to_string(), toml::Value::String("fomaml".into()))
+    );
+    let resolved = MetaConfig::resolve(TaskFamily::Nav, &meta).unwrap();
+    assert_eq!(resolved.method, MetaMethod::Fomaml);
+    assert_eq!(resolved.meta_lr, 0.5);
+}
+
+#[test]
+fn tasks_are_seeded_and_inside_their_ranges() {
+    let meta = MetaConfig::for_family(TaskFamily::Cartpole);
+    let tasks = sample_tasks(&meta, 3, 400);
+    assert_eq!(tasks, sample_tasks(&meta, 3, 400));
+    assert_ne!(tasks, sample_tasks(&meta, 4, 400));
+    let mut flipped = 0;
+    for task in &tasks {
+        let Task::Cartpole(p) = task else {
+            panic!("wrong family")
+        };
+        let inside = |v: f64, r: &[f64]| r[0] <= v && v <= r[1];
+        assert!(inside(p.length, &meta.length) && inside(p.force_mag, &meta.force_mag));
+        assert!(inside(p.tau, &meta.tau) && inside(p.masscart, &meta.masscart));
+        assert!(inside(p.masspole, &meta.masspole) && p.gravity == 9.8);
+        flipped += (p.polarity == -1.0) as usize;
+        assert!(p.polarity.abs() == 1.0);
+    }
+    // Binomial(400, 0.5): 200 ± 50 is over 5 standard deviations.
+    assert!((150..=250).contains(&flipped), "{flipped} of 400 flipped");
+    let never = MetaConfig {
+        flip_probability: 0.0,
+        ..meta
+    };
+    assert!(sample_tasks(&never, 3, 100)
+        .iter()
+        .all(|t| matches!(t, Task::Cartpole(p) if p.polarity == 1.0)));
+    let nav = MetaConfig::for_family(TaskFamily::Nav);
+    for task in sample_tasks(&nav, 9, 200) {
+        let Task::Nav(goal) = task else {
+            panic!("wrong family")
+        };
+        assert!(goal.iter().all(|g| (-0.5..=0.5).contains(g)), "{goal:?}");
+    }
+}
+
+#[test]
+fn nav_moves_rewards_and_truncates() {
+    let goals = [[0.3, -0.2], [-1.0, 1.0]];
+    let mut env = Nav::new(
+        NavConfig {
+            max_episode_steps: 3,
+            ..NavConfig::new(1, 2)
+        },
+        &goals,
+    )
+    .unwrap();
+    let mut out = StepOut::new(2, NAV_OBS_DIM);
+    env.reset(0, &mut out.obs).unwrap();
+    assert_eq!(out.obs, [0.0; 4]);
+    // +x in env 0, −y in env 1.
+    env.step(&[1, 4], &mut out).unwrap();
+    assert!((out.obs[0] - 0.1).abs() < 1e-7 && out.obs[1] == 0.0);
+    assert!(out.obs[2] == 0.0 && (out.obs[3] + 0.1).abs() < 1e-7);
+    let d0 = ((0.1f64 - 0.3).powi(2) + 0.2f64.powi(2)).sqrt();
+    let d1 = (1.0f64 + 1.1f64.powi(2)).sqrt();
+    assert!((out.reward[0] as f64 + d0).abs() < 1e-6, "{:?}", out.reward);
+    assert!((out.reward[1] as f64 + d1).abs() < 1e-6, "{:?}", out.reward);
+    assert_eq!(
+        (&out.terminated[..], &out.truncated[..]),
+        (&[0u8, 0][..], &[0u8, 0][..])
+    );
+    env.step(&[0, 2], &mut out).unwrap();
+    env.step(&[3, 2], &mut out).unwrap();
+    // The third step truncates: final_obs keeps where the points ended, obs restarts.
+    assert_eq!(out.truncated, [1, 1]);
+    assert!((out.final_obs[0] - 0.1).abs() < 1e-7 && (out.final_obs[1] - 0.1).abs() < 1e-7);
+    assert!((out.final_obs[2] + 0.2).abs() < 1e-7 && (out.final_obs[3] + 0.1).abs() < 1e-7);
+    assert_eq!(out.obs, [0.0; 4]);
+    let mut episodes = Vec::new();
+    env.drain_episodes(&mut episodes);
+    assert_eq!(episodes.len(), 2);
+    assert!(episodes
+        .iter()
+        .all(|e| e.length == 3 && e.episode_return < 0.0));
+    // Clamped at the square's edge.
+    let mut far = Nav::new(NavConfig::new(1, 1), &[[0.0, 0.0]]).unwrap();
+    let mut out = StepOut::new(1, NAV_OBS_DIM);
+    far.reset(0, &mut out.obs).unwrap();
+    for _ in 0..15 {
+        far.step(&[1], &mut out).unwrap();
+    }
+    assert!((out.obs[0] - 1.0).abs() < 1e-6, "{:?}", out.obs);
+    // Bad input leaves the env as it was.
+    let before = far.position(0);
+    assert!(far
+        .step(&[5], &mut out)
+        .unwrap_err()
+        .to_string()
+        .contains("action"));
+    assert_eq!(far.position(0), before);
+    assert!(Nav::new(NavConfig::new(1, 2), &[[0.0, 0.0]]).is_err());
+    assert!(Nav::new(NavConfig::new(1, 1), &[[f64::NAN, 0.0]]).is_err());
+}
+
+#[test]
+fn confidence_intervals() {
+    assert_eq!(t_quantile_975(1), 12.706);
+    assert!((t_quantile_975(60) - 2.000).abs() < 0.002);
+    assert!((t_quantile_975(120) - 1.980).abs() < 0.002);
+    let (mean, low, high) = mean_ci95(&[1.0, 2.0, 3.0, 4.0]);
+    assert_eq!(mean, 2.5);
+    // sd = 1.291, se = 0.6455, t(3) = 3.182.
+    assert!((high - mean - 3.182 * 0.645_497).abs() < 1e-4, "{high}");
+    assert!((mean - low - (high - mean)).abs() < 1e-12);
+    let (_, low, high) = mean_ci95(&[7.0]);
+    assert!(low.is_infinite() && high.is_infinite());
+}
