@@ -60,7 +60,7 @@ fn main() {
             }
             let perm = permutations(1, iteration as u64, &settings);
             let start = Instant::now();
-            gpu.update(&ctx, &obs, &perm).expect("update");
+            gpu.update(&ctx, Some(&obs), &perm).expect("update");
             update_times.push(start.elapsed().as_secs_f64());
         }
         let (step_s, update_s) = (median(step_times), median(update_times));

@@ -43,6 +43,7 @@ shader_files! {
     PPO_LOSS_WGSL => "ppo_loss.wgsl",
     STATS_WGSL => "stats.wgsl",
     OPTIM_WGSL => "optim.wgsl",
+    CARTPOLE_WGSL => "cartpole.wgsl",
 }
 
 /// One dispatchable entry point.
@@ -62,6 +63,7 @@ pub enum Kernel {
     ExplainedVariance,
     GradNorm,
     Adam,
+    CartPoleStep,
 }
 
 /// How a kernel's grid is sized.
@@ -103,6 +105,7 @@ impl Kernel {
         Kernel::ExplainedVariance,
         Kernel::GradNorm,
         Kernel::Adam,
+        Kernel::CartPoleStep,
     ];
 
     pub fn spec(self) -> KernelSpec {
@@ -243,6 +246,22 @@ impl Kernel {
                         (3, ReadWrite),
                         (4, ReadWrite),
                         (5, ReadWrite),
+                    ],
+                    Shape::PerItem,
+                ),
+                Kernel::CartPoleStep => (
+                    CARTPOLE_WGSL,
+                    "cartpole_step",
+                    &[
+                        (0, Uniform),
+                        (1, Read),
+                        (2, Read),
+                        (3, ReadWrite),
+                        (4, ReadWrite),
+                        (5, ReadWrite),
+                        (6, ReadWrite),
+                        (7, ReadWrite),
+                        (8, ReadWrite),
                     ],
                     Shape::PerItem,
                 ),
