@@ -397,14 +397,14 @@ fn free_running_device_trajectory_stays_close_to_host() {
     device.set_states(ctx, &states).unwrap();
     let mut rng = StdRng::seed_from_u64(11);
     let mut out = StepOut::new(ROWS, OBS_DIM);
-    let mut running = vec![true; ROWS];
+    let mut running = [true; ROWS];
     let mut worst = 0.0f64;
     for step in 0..STEPS {
         let actions = controller_actions(&mut rng, &host);
         host.step(&actions, &mut out).unwrap();
         let got = buffers.step(ctx, &device, 0, &actions);
-        for e in 0..ROWS {
-            if !running[e] {
+        for (e, running) in running.iter_mut().enumerate() {
+            if !*running {
                 continue;
             }
             let slot = e * OBS_DIM..(e + 1) * OBS_DIM;
@@ -425,7 +425,7 @@ fn free_running_device_trajectory_stays_close_to_host() {
                 );
             }
             // After a reset the two envs draw different starts: stop comparing.
-            running[e] = got.flags[e] == 0;
+            *running = got.flags[e] == 0;
         }
         host.drain_episodes(&mut Vec::new());
     }

@@ -218,7 +218,7 @@ pub fn cartpole_step_cpu(
         let cut = steps >= limits.max_episode_steps;
         let episode_return = s.episode_return + 1.0;
         out.final_obs[r * OBS_DIM..(r + 1) * OBS_DIM].copy_from_slice(&next);
-        out.flags[r] = u32::from(fell) * TERMINATED | u32::from(cut) * TRUNCATED;
+        out.flags[r] = (u32::from(fell) * TERMINATED) | (u32::from(cut) * TRUNCATED);
         if fell || cut {
             out.episodes[r * EPISODE_STATS] = episode_return;
             out.episodes[r * EPISODE_STATS + 1] = steps as f32;
