@@ -1,7 +1,10 @@
 //! PPO phases on the chosen adapter at CleanRL's CartPole sizes (4 envs ×
 //! 128 steps, 4 minibatches × 4 epochs, 64-64 tanh): one rollout step
 //! (forward + sample + action readback), one full update (one submission),
-//! each as the median of several runs, with the dispatch count.
+//! each as the median of several runs, with the dispatch count. Then the
+//! whole rollout phase in env-steps/s with the envs on the host (one
+//! submission and readback per step, f64 CartPole) and on the device
+//! (`rollout_gpu`: one submission per rollout), side by side.
 //!
 //! Run: `cargo bench --bench ppo` (add `WGPU_BACKEND=gl` or `vulkan`;
 //! `PPO_BENCH_AGENTS=64` for a population).
@@ -9,6 +12,7 @@
 use std::time::Instant;
 
 use ppo_wgpu::config::PpoConfig;
+use ppo_wgpu::env::{CartPole, CartPoleConfig, GpuCartPole, StepOut, VecEnv};
 use ppo_wgpu::ops::categorical::SampleKey;
 use ppo_wgpu::ppo::trainer::{initial_params, update_settings};
 use ppo_wgpu::ppo::{permutations, ActorCriticSpec, PpoGpu};
@@ -17,6 +21,82 @@ use ppo_wgpu::{AdapterOptions, GpuContext};
 fn median(mut times: Vec<f64>) -> f64 {
     times.sort_by(f64::total_cmp);
     times[times.len() / 2]
+}
+
+/// Timed rollouts per path; the median is reported.
+const ROLLOUT_REPETITIONS: usize = 5;
+
+/// Env steps per second of whole rollouts (policy inference, sampling and the
+/// env step; no update) with host envs and with device envs, for
+/// `num_envs` envs per agent and CleanRL's 128 steps.
+fn rollout_phase(ctx: &GpuContext, hidden: &[usize], agents: usize, num_envs: usize) {
+    let spec = ActorCriticSpec::new(4, 2, hidden).expect("spec");
+    let mut config = PpoConfig::preset("cleanrl").expect("preset");
+    config.num_agents = agents;
+    config.num_envs = num_envs;
+    let settings = update_settings(&config);
+    let (rows, steps) = (agents * num_envs, config.num_steps);
+    let params = initial_params(&spec, agents, 1);
+    let env_config = CartPoleConfig::new(agents, num_envs);
+
+    let mut gpu = PpoGpu::new(ctx, &spec, &settings).expect("engine");
+    gpu.set_params(ctx, &params).expect("params");
+    let mut host = CartPole::new(env_config.clone()).expect("env");
+    let mut obs = vec![0.0; rows * 4];
+    host.reset(1, &mut obs).expect("reset");
+    let mut out = StepOut::new(rows, 4);
+    let mut episodes = Vec::new();
+    let mut host_times = Vec::new();
+    for iteration in 0..ROLLOUT_REPETITIONS as u32 {
+        let start = Instant::now();
+        for step in 0..steps {
+            let key = SampleKey {
+                seed: 1,
+                iteration,
+                step: step as u32,
+            };
+            let actions = gpu.rollout_step(ctx, step, &obs, key).expect("step");
+            host.step(&actions, &mut out).expect("env step");
+            gpu.record_env_step(
+                ctx,
+                step,
+                &out.reward,
+                &out.terminated,
+                &out.truncated,
+                &out.final_obs,
+            )
+            .expect("record");
+            std::mem::swap(&mut obs, &mut out.obs);
+            host.drain_episodes(&mut episodes);
+        }
+        host_times.push(start.elapsed().as_secs_f64());
+    }
+
+    let mut gpu = PpoGpu::new(ctx, &spec, &settings).expect("engine");
+    gpu.set_params(ctx, &params).expect("params");
+    let mut device = GpuCartPole::new(ctx, env_config, steps).expect("device env");
+    device.reset(ctx, 1).expect("reset");
+    // The first rollout builds the per-step dispatches: not timed.
+    gpu.rollout_gpu(ctx, &mut device, 1, 0).expect("warm-up");
+    let device_times: Vec<f64> = (1..=ROLLOUT_REPETITIONS as u32)
+        .map(|iteration| {
+            let start = Instant::now();
+            gpu.rollout_gpu(ctx, &mut device, 1, iteration)
+                .expect("rollout");
+            start.elapsed().as_secs_f64()
+        })
+        .collect();
+    let env_steps = (rows * steps) as f64;
+    let (host_s, device_s) = (median(host_times), median(device_times));
+    println!(
+        "rollout hidden {hidden:?} P={agents} N={num_envs} T={steps}: host env {:.2} ms = {:.0} env-steps/s, \
+         device env {:.2} ms = {:.0} env-steps/s ({:.1}x)",
+        host_s * 1e3,
+        env_steps / host_s,
+        device_s * 1e3,
+        env_steps / device_s,
+        host_s / device_s
+    );
 }
 
 fn main() {
@@ -60,7 +140,7 @@ fn main() {
             }
             let perm = permutations(1, iteration as u64, &settings);
             let start = Instant::now();
-            gpu.update(&ctx, &obs, &perm).expect("update");
+            gpu.update(&ctx, Some(&obs), &perm).expect("update");
             update_times.push(start.elapsed().as_secs_f64());
         }
         let (step_s, update_s) = (median(step_times), median(update_times));
@@ -74,5 +154,10 @@ fn main() {
             iteration_s * 1e3,
             (512 * agents) as f64 / iteration_s
         );
+    }
+    for hidden in [vec![64, 64], vec![]] {
+        for num_envs in [4, 256] {
+            rollout_phase(&ctx, &hidden, agents, num_envs);
+        }
     }
 }

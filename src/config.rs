@@ -56,8 +56,12 @@ pub const FIELD_NAMES: [&str; 26] = [
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EnvDevice {
-    /// On the host, structure-of-arrays over all agents and envs.
+    /// On the host, structure-of-arrays over all agents and envs, in f64
+    /// (Gymnasium-exact); one submission per rollout step.
     Cpu,
+    /// On the device, one kernel per step in f32: a whole rollout is one
+    /// submission with only finished-episode statistics read back.
+    Gpu,
 }
 
 /// PPO hyper-parameters. Names and defaults are CleanRL `ppo.py`'s, plus the

@@ -111,6 +111,10 @@ struct TrainArgs {
     total_timesteps: Option<usize>,
     #[arg(long)]
     exp_name: Option<String>,
+    /// Where envs are stepped: cpu (f64, Gymnasium-exact) or gpu (f32, a
+    /// whole rollout in one submission); sets env_device.
+    #[arg(long, value_name = "cpu|gpu")]
+    env_device: Option<String>,
     /// Folder for run folders.
     #[arg(long, default_value = "runs")]
     runs_dir: PathBuf,
@@ -194,6 +198,7 @@ fn train(args: &TrainArgs) -> ppo_wgpu::Result<()> {
             args.total_timesteps.map(|v| v.to_string()),
         ),
         ("exp_name", args.exp_name.clone()),
+        ("env_device", args.env_device.clone()),
     ];
     for (key, value) in flags {
         if let Some(value) = value {

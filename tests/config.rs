@@ -267,6 +267,7 @@ fn set_reads_lists_none_and_strings() {
     assert_eq!(resolve(&["exp_name=123"]).exp_name, "123");
     assert_eq!(resolve(&["exp_name=\"quoted\""]).exp_name, "quoted");
     assert_eq!(resolve(&["env_device=cpu"]).env_device, EnvDevice::Cpu);
+    assert_eq!(resolve(&["env_device=gpu"]).env_device, EnvDevice::Gpu);
     assert_eq!(resolve(&["learning_rate=1"]).learning_rate, 1.0);
     assert!(!resolve(&["anneal_lr=false"]).anneal_lr);
 
@@ -328,10 +329,13 @@ fn wrong_types_name_the_field_and_type() {
     assert!(message.contains("bool"), "{message}");
 
     let message = config_error(
-        PpoConfig::resolve(None, None, &sets(&["env_device=gpu"])),
+        PpoConfig::resolve(None, None, &sets(&["env_device=tpu"])),
         "env_device",
     );
-    assert!(message.contains("cpu"), "{message}");
+    assert!(
+        message.contains("cpu") && message.contains("gpu"),
+        "{message}"
+    );
 
     let dir = TempDir::new();
     let file = dir.0.join("types.toml");

@@ -9,7 +9,7 @@ use common::{assert_close, ctx, random_vec, to_f64};
 use ppo_wgpu::config::PpoConfig;
 use ppo_wgpu::env::{Nav, NavConfig, StepOut, VecEnv, NAV_OBS_DIM};
 use ppo_wgpu::gpu::GpuBuffer;
-use ppo_wgpu::meta::config::split_sets;
+use ppo_wgpu::meta::config::{split_sets, GoalShape};
 use ppo_wgpu::meta::eval::{adaptation_eval, mean_ci95, plot_adaptation, t_quantile_975};
 use ppo_wgpu::meta::inner::{ppo_iteration, InnerEnv};
 use ppo_wgpu::meta::tasks::{family_spec, make_env, repeat_tasks};
@@ -162,7 +162,7 @@ fn tiny_meta_training_outer_step_matches_reference() {
                 let before = gpu.params.read(ctx).unwrap();
                 ppo_wgpu::meta::inner::rollout(ctx, &mut gpu, &mut inner, 3, 99).unwrap();
                 let perm = ppo_wgpu::ppo::permutations(3, 99, gpu.settings());
-                gpu.gradient(ctx, &inner.obs, &perm).unwrap();
+                gpu.gradient(ctx, Some(&inner.obs), &perm).unwrap();
                 assert_eq!(
                     gpu.params.read(ctx).unwrap(),
                     before,
@@ -402,13 +402,33 @@ fn tasks_are_seeded_and_inside_their_ranges() {
     assert!(sample_tasks(&never, 3, 100)
         .iter()
         .all(|t| matches!(t, Task::Cartpole(p) if p.polarity == 1.0)));
-    let nav = MetaConfig::for_family(TaskFamily::Nav);
+    let nav = MetaConfig {
+        goal_shape: GoalShape::Square,
+        ..MetaConfig::for_family(TaskFamily::Nav)
+    };
     for task in sample_tasks(&nav, 9, 200) {
         let Task::Nav(goal) = task else {
             panic!("wrong family")
         };
         assert!(goal.iter().all(|g| (-0.5..=0.5).contains(g)), "{goal:?}");
     }
+    let circle = MetaConfig {
+        goal_radius: vec![0.3, 0.6],
+        ..MetaConfig::for_family(TaskFamily::Nav)
+    };
+    let mut quadrants = [0usize; 4];
+    for task in sample_tasks(&circle, 9, 200) {
+        let Task::Nav([x, y]) = task else {
+            panic!("wrong family")
+        };
+        let r = (x * x + y * y).sqrt();
+        assert!((0.3 - 1e-12..=0.6 + 1e-12).contains(&r), "radius {r}");
+        quadrants[usize::from(x > 0.0) * 2 + usize::from(y > 0.0)] += 1;
+    }
+    assert!(
+        quadrants.iter().all(|&q| q > 20),
+        "directions not uniform: {quadrants:?}"
+    );
 }
 
 #[test]

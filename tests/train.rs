@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::ctx;
-use ppo_wgpu::config::PpoConfig;
+use ppo_wgpu::config::{EnvDevice, PpoConfig};
 use ppo_wgpu::ppo::trainer::{train, TrainOptions};
 use ppo_wgpu::run::{load_checkpoint, read_metrics, MetricsRow};
 use ppo_wgpu::Error;
@@ -146,6 +146,65 @@ fn a_resumed_run_ends_where_the_uninterrupted_run_ends() {
         whole.summary.final_eval_mean,
         resumed.summary.final_eval_mean
     );
+    let _ = std::fs::remove_dir_all(root);
+}
+
+/// `env_device = gpu`: the device CartPole learns, and a run resumed from a
+/// checkpoint (the device env states inside) ends where the whole run ends.
+#[test]
+fn device_envs_learn_and_resume_exactly() {
+    let Some(ctx) = ctx() else { return };
+    let root = scratch_dir("device_envs");
+    let mut config = PpoConfig::preset("default").unwrap();
+    config.env_device = EnvDevice::Gpu;
+    config.total_timesteps = 40 * 1024;
+    config.eval_episodes = 5;
+    let report = train(&config, ctx, &options(&root.join("learns"))).unwrap();
+    let rows = read_metrics(&report.run_dir.join("metrics.csv")).unwrap();
+    let returns: Vec<f64> = rows.iter().filter_map(|r| r.episodic_return).collect();
+    let first: f64 = returns[..5].iter().sum::<f64>() / 5.0;
+    let last: f64 = returns[returns.len() - 5..].iter().sum::<f64>() / 5.0;
+    eprintln!("device envs, episodic return: first 5 iterations {first:.1}, last 5 {last:.1}");
+    assert!(
+        last > 2.5 * first && last > 150.0,
+        "return did not clearly rise: {first:.1} -> {last:.1}"
+    );
+
+    config.total_timesteps = 6 * 1024;
+    config.num_agents = 2;
+    config.checkpoint_every = 1;
+    let whole = train(&config, ctx, &options(&root.join("whole"))).unwrap();
+    let parts = options(&root.join("parts"));
+    let first = train(
+        &config,
+        ctx,
+        &TrainOptions {
+            max_iterations: Some(2),
+            ..parts.clone()
+        },
+    )
+    .unwrap();
+    let resumed = train(
+        &config,
+        ctx,
+        &TrainOptions {
+            resume: Some(first.run_dir.clone()),
+            ..parts
+        },
+    )
+    .unwrap();
+    assert_eq!(resumed.iteration, 6);
+    let rows_whole = read_metrics(&whole.run_dir.join("metrics.csv")).unwrap();
+    let rows_resumed = read_metrics(&resumed.run_dir.join("metrics.csv")).unwrap();
+    assert_eq!(untimed(&rows_whole), untimed(&rows_resumed));
+    let a = load_checkpoint(&whole.run_dir.join("checkpoint.safetensors")).unwrap();
+    let b = load_checkpoint(&resumed.run_dir.join("checkpoint.safetensors")).unwrap();
+    assert_eq!(a.agents, b.agents);
+    assert_eq!(
+        a.metadata.get("gpu_env_state"),
+        b.metadata.get("gpu_env_state")
+    );
+    assert!(!a.metadata.contains_key("env_state"));
     let _ = std::fs::remove_dir_all(root);
 }
 

@@ -95,7 +95,7 @@ fn check_update(ctx: &GpuContext, hidden: &[usize], settings: &UpdateSettings, s
     let next_obs = random_vec(seed + 9999, rows * 4, -1.5, 1.5);
     let perm = permutations(seed, 1, settings);
     let records_before = gpu.read_records(ctx).unwrap();
-    let stats = gpu.update(ctx, &next_obs, &perm).unwrap();
+    let stats = gpu.update(ctx, Some(&next_obs), &perm).unwrap();
 
     let zeros = vec![0.0; p_count * k];
     let reference = reference_update(&ReferenceInputs {
@@ -315,7 +315,7 @@ fn bad_sizes_are_refused_before_any_dispatch() {
         .to_string();
     assert!(err.contains("obs") && err.contains("32"), "{err}");
     let err = gpu
-        .update(ctx, &[0.0; 32], &[99; 4 * 2 * 32])
+        .update(ctx, Some(&[0.0; 32]), &[99; 4 * 2 * 32])
         .unwrap_err()
         .to_string();
     assert!(err.contains("perm"), "{err}");

@@ -126,7 +126,7 @@ impl CartPoleConfig {
 
     /// Number of envs, refusing an empty or overflowing batch and
     /// non-finite or non-positive limits.
-    fn validate(&self) -> Result<usize> {
+    pub(crate) fn validate(&self) -> Result<usize> {
         if self.num_agents == 0 {
             return Err(Error::config("num_agents", 0, "must be at least 1"));
         }

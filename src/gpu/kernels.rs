@@ -44,6 +44,7 @@ shader_files! {
     STATS_WGSL => "stats.wgsl",
     OPTIM_WGSL => "optim.wgsl",
     META_WGSL => "meta.wgsl",
+    CARTPOLE_WGSL => "cartpole.wgsl",
 }
 
 /// One dispatchable entry point.
@@ -65,6 +66,7 @@ pub enum Kernel {
     Adam,
     ReptileOuter,
     FomamlOuter,
+    CartPoleStep,
 }
 
 /// How a kernel's grid is sized.
@@ -108,6 +110,7 @@ impl Kernel {
         Kernel::Adam,
         Kernel::ReptileOuter,
         Kernel::FomamlOuter,
+        Kernel::CartPoleStep,
     ];
 
     pub fn spec(self) -> KernelSpec {
@@ -261,6 +264,22 @@ impl Kernel {
                     META_WGSL,
                     "fomaml_outer",
                     &[(0, Uniform), (1, Read), (2, ReadWrite), (3, ReadWrite)],
+                    Shape::PerItem,
+                ),
+                Kernel::CartPoleStep => (
+                    CARTPOLE_WGSL,
+                    "cartpole_step",
+                    &[
+                        (0, Uniform),
+                        (1, Read),
+                        (2, Read),
+                        (3, ReadWrite),
+                        (4, ReadWrite),
+                        (5, ReadWrite),
+                        (6, ReadWrite),
+                        (7, ReadWrite),
+                        (8, ReadWrite),
+                    ],
                     Shape::PerItem,
                 ),
             };

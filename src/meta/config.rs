@@ -8,7 +8,7 @@ use super::outer::MetaMethod;
 use crate::error::{Error, Result};
 
 /// Every key of [`MetaConfig`], in struct order.
-pub const META_FIELD_NAMES: [&str; 21] = [
+pub const META_FIELD_NAMES: [&str; 23] = [
     "family",
     "method",
     "meta_iterations",
@@ -29,7 +29,9 @@ pub const META_FIELD_NAMES: [&str; 21] = [
     "masscart",
     "masspole",
     "flip_probability",
+    "goal_shape",
     "goal_range",
+    "goal_radius",
 ];
 
 /// Most adaptation updates `adapt_steps` may ask for.
@@ -94,8 +96,22 @@ pub struct MetaConfig {
     pub masspole: Vec<f64>,
     /// Probability that a CartPole task's motor is wired backwards.
     pub flip_probability: f64,
-    /// Nav: both goal coordinates are drawn from `[low, high]`.
+    /// Nav: where goals lie. `circle` (default): at a distance drawn from
+    /// `goal_radius` in a uniform direction, so every task's goal is equally
+    /// far and the spread of returns across tasks measures adaptation, not
+    /// goal distance; `square`: both coordinates from `goal_range` (MAML's
+    /// original distribution).
+    pub goal_shape: GoalShape,
     pub goal_range: Vec<f64>,
+    pub goal_radius: Vec<f64>,
+}
+
+/// Nav goal distributions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GoalShape {
+    Circle,
+    Square,
 }
 
 impl Default for MetaConfig {
@@ -123,7 +139,9 @@ impl Default for MetaConfig {
             masscart: vec![0.5, 2.0],
             masspole: vec![0.05, 0.2],
             flip_probability: 0.5,
+            goal_shape: GoalShape::Circle,
             goal_range: vec![-0.5, 0.5],
+            goal_radius: vec![0.5, 0.5],
         }
     }
 }
@@ -204,6 +222,14 @@ impl MetaConfig {
             debug_assert!(low <= high);
         }
         check_range("goal_range", &self.goal_range)?;
+        let [low, _] = check_range("goal_radius", &self.goal_radius)?;
+        if low < 0.0 {
+            return Err(Error::config(
+                "goal_radius",
+                format!("{:?}", self.goal_radius),
+                "must not be negative",
+            ));
+        }
         Ok(())
     }
 

@@ -88,7 +88,7 @@ pub fn ppo_iteration(
 ) -> Result<Vec<Vec<f64>>> {
     let returns = rollout(ctx, gpu, inner, seed, iteration)?;
     let perm = permutations(seed, iteration as u64, gpu.settings());
-    let stats = gpu.update(ctx, &inner.obs, &perm)?;
+    let stats = gpu.update(ctx, Some(&inner.obs), &perm)?;
     if let Some((p, s)) = stats
         .iter()
         .enumerate()

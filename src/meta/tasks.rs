@@ -3,7 +3,7 @@
 
 use rand::{Rng, SeedableRng};
 
-use super::config::{MetaConfig, TaskFamily};
+use super::config::{GoalShape, MetaConfig, TaskFamily};
 use crate::env::{
     CartPole, CartPoleConfig, CartPoleParams, Nav, NavConfig, VecEnv, NAV_NUM_ACTIONS, NAV_OBS_DIM,
     NUM_ACTIONS, OBS_DIM,
@@ -48,7 +48,16 @@ pub fn sample_tasks(config: &MetaConfig, seed: u64, count: usize) -> Vec<Task> {
                     polarity: if flip { -1.0 } else { 1.0 },
                 })
             }
-            TaskFamily::Nav => Task::Nav([draw(&config.goal_range), draw(&config.goal_range)]),
+            TaskFamily::Nav => match config.goal_shape {
+                GoalShape::Square => {
+                    Task::Nav([draw(&config.goal_range), draw(&config.goal_range)])
+                }
+                GoalShape::Circle => {
+                    let radius = draw(&config.goal_radius);
+                    let angle = draw(&[0.0, std::f64::consts::TAU]);
+                    Task::Nav([radius * angle.cos(), radius * angle.sin()])
+                }
+            },
         })
         .collect()
 }

@@ -15,7 +15,7 @@ use super::config::MetaConfig;
 use super::inner::{finite_mean, ppo_iteration, rollout, InnerEnv};
 use super::outer::{MetaMethod, OuterStep};
 use super::tasks::{family_spec, make_env, repeat_tasks, sample_tasks};
-use crate::config::PpoConfig;
+use crate::config::{EnvDevice, PpoConfig};
 use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
 use crate::ppo::net::ActorCriticSpec;
@@ -203,6 +203,13 @@ pub fn meta_train(
     // Everything that can be refused is checked, and every GPU buffer is
     // allocated, before the first step.
     meta.validate()?;
+    if ppo.env_device != EnvDevice::Cpu {
+        return Err(Error::config(
+            "env_device",
+            "gpu",
+            "meta-train steps its task envs on the host (env_device = \"cpu\"); the device env is CartPole-v1 only",
+        ));
+    }
     let spec = family_spec(meta.family, &ppo.hidden)?;
     let inner = inner_config(ppo, meta)?;
     let (m_count, n, k_inner) = (meta.meta_batch, ppo.num_envs, meta.inner_updates);
@@ -293,7 +300,7 @@ pub fn meta_train(
             let key = (i * (k_inner + 1) + k_inner) as u32;
             rollout(ctx, &mut gpu, &mut inner_env, ppo.seed, key)?;
             let perm = permutations(ppo.seed, key as u64, gpu.settings());
-            gpu.gradient(ctx, &inner_env.obs, &perm)?;
+            gpu.gradient(ctx, Some(&inner_env.obs), &perm)?;
             env_steps += rollout_steps;
         }
         let meta_lr = if meta.anneal_meta_lr {

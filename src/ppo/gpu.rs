@@ -1,8 +1,11 @@
 //! The PPO engine on the GPU for P agents at once: rollout inference (one
-//! submit per env step, only actions read back) and the whole update (GAE,
+//! submit per env step, only actions read back, or with the envs on the
+//! device the whole rollout in one submission), and the whole update (GAE,
 //! epochs of shuffled minibatches, loss, backward, clip, Adam) recorded into
 //! one submission with only statistics read back.
 
+use crate::env::gpu_cartpole::{CartPoleStepBuffers, GpuCartPole};
+use crate::env::{EpisodeStats, NUM_ACTIONS, OBS_DIM};
 use crate::error::{Error, Result};
 use crate::gpu::buffers::decode;
 use crate::gpu::{Dispatch, GpuBuffer, GpuContext, Readback};
@@ -102,6 +105,16 @@ pub struct AgentUpdateStats {
     pub history: Vec<[f64; ROW_STATS]>,
 }
 
+/// What a rollout on the device reports.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RolloutStats {
+    /// Episodes that ended during the rollout, in step then env order.
+    pub episodes: Vec<EpisodeStats>,
+    /// Steps at which the final-observation critic ran (where some env could
+    /// be truncated).
+    pub final_value_steps: usize,
+}
+
 /// Buffers of the rollout: obs [T][P][N][obs_dim], records [T][P][N][RECORD],
 /// rewards / flags / final values [T][P][N].
 #[derive(Debug)]
@@ -136,6 +149,12 @@ pub struct PpoGpu {
     rollout_critic: MlpPlan,
     final_critic: MlpPlan,
     sample: CategoricalSample,
+    /// One sampler per rollout step for rollouts on the device (each keeps
+    /// its own RNG key and record offset); built by the first such rollout.
+    device_samples: Vec<CategoricalSample>,
+    /// True after `rollout_gpu`: rewards, flags and the next observations are
+    /// on the device, and `update` must not overwrite them from the host.
+    rollout_on_device: bool,
     step_readback: Readback,
     /// Step whose final observations wait in `final_obs` for the critic.
     pending_final: Option<usize>,
@@ -371,6 +390,8 @@ impl PpoGpu {
             rollout_critic,
             final_critic,
             sample,
+            device_samples: Vec::new(),
+            rollout_on_device: false,
             step_readback,
             pending_final: None,
             host_rewards: vec![0.0; t * rows],
@@ -510,6 +531,7 @@ impl PpoGpu {
             ));
         }
         self.cur_obs.write(ctx, obs)?;
+        self.rollout_on_device = false;
         self.sample.set_step(ctx, Some(key), step as u32);
         let mut encoder = ctx.device.create_command_encoder(&Default::default());
         self.record_pending_final(&mut encoder);
@@ -567,6 +589,7 @@ impl PpoGpu {
                 format!("the rollout has {} steps", self.settings.num_steps),
             ));
         }
+        self.rollout_on_device = false;
         let at = step * rows;
         self.host_rewards[at..at + rows].copy_from_slice(rewards);
         for (i, flag) in self.host_flags[at..at + rows].iter_mut().enumerate() {
@@ -584,13 +607,139 @@ impl PpoGpu {
         Ok(())
     }
 
+    /// A whole rollout of T steps with the envs on the device, in one
+    /// submission: per step the actor and critic forward on the current
+    /// observations, sampling keyed by (`seed`, `iteration`, step), the
+    /// observations copied into the rollout, the env step (rewards, flags and
+    /// the next observations written in place), and where an env can be
+    /// truncated the critic on the final observations. Only the finished
+    /// episodes come back. `update(ctx, None, ..)` then bootstraps from the
+    /// observations left on the device.
+    pub fn rollout_gpu(
+        &mut self,
+        ctx: &GpuContext,
+        env: &mut GpuCartPole,
+        seed: u64,
+        iteration: u32,
+    ) -> Result<RolloutStats> {
+        const OP: &str = "rollout_gpu";
+        let (t_count, rows) = (
+            self.settings.num_steps,
+            self.settings.num_agents * self.settings.envs_per_agent,
+        );
+        if self.spec.obs_dim != OBS_DIM || self.spec.num_actions != NUM_ACTIONS {
+            return Err(Error::shape(
+                OP,
+                "policy obs_dim × num_actions",
+                OBS_DIM * NUM_ACTIONS,
+                self.spec.obs_dim * self.spec.num_actions,
+            ));
+        }
+        if env.num_envs() != rows {
+            return Err(Error::shape(OP, "envs", rows, env.num_envs()));
+        }
+        if env.num_steps() != t_count {
+            return Err(Error::shape(OP, "env num_steps", t_count, env.num_steps()));
+        }
+        env.bind(
+            ctx,
+            &CartPoleStepBuffers {
+                actions: &self.actions,
+                obs: &self.cur_obs,
+                final_obs: &self.final_obs,
+                rewards: &self.rollout.rewards,
+                flags: &self.rollout.flags,
+            },
+        )?;
+        if let Some(obs) = env.take_pending_obs() {
+            self.cur_obs.write(ctx, &obs)?;
+        }
+        if self.device_samples.is_empty() {
+            self.device_samples = (0..t_count)
+                .map(|_| {
+                    CategoricalSample::new(
+                        ctx,
+                        self.spec.num_actions,
+                        self.rollout_actor.output(),
+                        self.rollout_critic.output(),
+                        &self.rollout.records,
+                        &self.actions,
+                    )
+                })
+                .collect::<Result<_>>()?;
+        }
+        for (step, sample) in self.device_samples.iter_mut().enumerate() {
+            let key = SampleKey {
+                seed,
+                iteration,
+                step: step as u32,
+            };
+            sample.set_step(ctx, Some(key), step as u32);
+        }
+        let truncation_steps = env.truncation_steps();
+        let obs_bytes = (self.cur_obs.len() * 4) as u64;
+        let rows_bytes = rows as u64 * 4;
+        let mut encoder = ctx.device.create_command_encoder(&Default::default());
+        self.record_pending_final(&mut encoder);
+        for (step, &truncation_possible) in truncation_steps.iter().enumerate() {
+            {
+                let mut pass = encoder.begin_compute_pass(&Default::default());
+                for d in self.rollout_actor.forward_dispatches() {
+                    d.record(&mut pass);
+                }
+                for d in self.rollout_critic.forward_dispatches() {
+                    d.record(&mut pass);
+                }
+                self.device_samples[step].dispatch().record(&mut pass);
+            }
+            encoder.copy_buffer_to_buffer(
+                &self.cur_obs.buffer,
+                0,
+                &self.rollout.obs.buffer,
+                step as u64 * obs_bytes,
+                obs_bytes,
+            );
+            {
+                let mut pass = encoder.begin_compute_pass(&Default::default());
+                env.step_dispatch(step)?.record(&mut pass);
+                if truncation_possible {
+                    for d in self.final_critic.forward_dispatches() {
+                        d.record(&mut pass);
+                    }
+                }
+            }
+            if truncation_possible {
+                encoder.copy_buffer_to_buffer(
+                    &self.final_critic.output().buffer,
+                    0,
+                    &self.rollout.final_values.buffer,
+                    step as u64 * rows_bytes,
+                    rows_bytes,
+                );
+            }
+        }
+        env.record_readback(&mut encoder);
+        ctx.queue.submit([encoder.finish()]);
+        let episodes = env.finish_rollout(ctx)?;
+        self.rollout_on_device = true;
+        Ok(RolloutStats {
+            episodes,
+            final_value_steps: truncation_steps.iter().filter(|&&b| b).count(),
+        })
+    }
+
     /// The whole update in one submission: bootstrap values of `next_obs`,
     /// GAE, `update_epochs` × `num_minibatches` minibatch steps through the
     /// permutations `perm` [epochs][P][T·N]; returns each agent's statistics.
+    ///
+    /// After a host rollout (`rollout_step` / `record_env_step`) `next_obs`
+    /// [P][N][obs_dim] must be given, and the recorded rewards and flags are
+    /// uploaded. After [`PpoGpu::rollout_gpu`] everything is already on the
+    /// device: `None` bootstraps from the observations the envs left there.
     pub fn update(
         &mut self,
         ctx: &GpuContext,
-        next_obs: &[f32],
+        next_obs: Option<&[f32]>,
         perm: &[u32],
     ) -> Result<Vec<AgentUpdateStats>> {
         self.update_or_gradient(ctx, next_obs, perm, true)
@@ -601,7 +750,12 @@ impl PpoGpu {
     /// minibatch at those parameters (ratio 1, so the clipped surrogate's
     /// gradient is the policy gradient plus the value and entropy terms).
     /// First-order MAML's outer gradient. The returned statistics are empty.
-    pub fn gradient(&mut self, ctx: &GpuContext, next_obs: &[f32], perm: &[u32]) -> Result<()> {
+    pub fn gradient(
+        &mut self,
+        ctx: &GpuContext,
+        next_obs: Option<&[f32]>,
+        perm: &[u32],
+    ) -> Result<()> {
         self.update_or_gradient(ctx, next_obs, perm, false)
             .map(|_| ())
     }
@@ -609,7 +763,7 @@ impl PpoGpu {
     fn update_or_gradient(
         &mut self,
         ctx: &GpuContext,
-        next_obs: &[f32],
+        next_obs: Option<&[f32]>,
         perm: &[u32],
         apply: bool,
     ) -> Result<Vec<AgentUpdateStats>> {
@@ -621,10 +775,22 @@ impl PpoGpu {
                 format!("batch rows per agent are 0..{batch}"),
             ));
         }
+        match next_obs {
+            Some(obs) => self.cur_obs.write(ctx, obs)?,
+            None if !self.rollout_on_device => {
+                return Err(Error::config(
+                    "next_obs",
+                    "None",
+                    "only a rollout_gpu leaves the next observations on the device; pass them after a host rollout",
+                ));
+            }
+            None => {}
+        }
         self.perm.write(ctx, perm)?;
-        self.cur_obs.write(ctx, next_obs)?;
-        self.rollout.rewards.write(ctx, &self.host_rewards)?;
-        self.rollout.flags.write(ctx, &self.host_flags)?;
+        if !self.rollout_on_device {
+            self.rollout.rewards.write(ctx, &self.host_rewards)?;
+            self.rollout.flags.write(ctx, &self.host_flags)?;
+        }
         for state in &mut self.host_state {
             state.updating = u32::from(apply);
             state.clip_scale = 1.0;
@@ -747,5 +913,16 @@ impl PpoGpu {
     /// V(final obs) as computed for truncated steps, [T][P][N].
     pub fn read_final_values(&self, ctx: &GpuContext) -> Result<Vec<f32>> {
         self.rollout.final_values.read(ctx)
+    }
+
+    /// Rewards on the device, [T][P][N] (written by `rollout_gpu`, or
+    /// uploaded from the host by `update`).
+    pub fn read_rewards(&self, ctx: &GpuContext) -> Result<Vec<f32>> {
+        self.rollout.rewards.read(ctx)
+    }
+
+    /// [`TERMINATED`] / [`TRUNCATED`] flags on the device, [T][P][N].
+    pub fn read_flags(&self, ctx: &GpuContext) -> Result<Vec<u32>> {
+        self.rollout.flags.read(ctx)
     }
 }

@@ -7,7 +7,7 @@ pub mod policy;
 pub mod reference;
 pub mod trainer;
 
-pub use gpu::{AgentUpdateStats, PpoGpu, UpdateSettings};
+pub use gpu::{AgentUpdateStats, PpoGpu, RolloutStats, UpdateSettings};
 pub use net::ActorCriticSpec;
 
 use rand::seq::SliceRandom;

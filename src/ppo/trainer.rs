@@ -13,8 +13,8 @@ use std::time::Instant;
 
 use rand::SeedableRng;
 
-use crate::config::PpoConfig;
-use crate::env::{CartPole, CartPoleConfig, CartPoleParams, StepOut, VecEnv};
+use crate::config::{EnvDevice, PpoConfig};
+use crate::env::{CartPole, CartPoleConfig, CartPoleParams, GpuCartPole, StepOut, VecEnv};
 use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
 use crate::nn::init::init_mlp;
@@ -134,13 +134,28 @@ fn mean(values: &[f64]) -> Option<f64> {
     (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
 }
 
+/// The envs of a run (`env_device`): on the host with the observations the
+/// policy reads next, or on the device.
+enum Envs {
+    Host {
+        env: CartPole,
+        obs: Vec<f32>,
+        out: StepOut,
+    },
+    Device(GpuCartPole),
+}
+
+/// Checkpoint metadata keys of the two env kinds' states.
+const HOST_ENV_KEY: &str = "env_state";
+const DEVICE_ENV_KEY: &str = "gpu_env_state";
+
 /// Everything a run needs to continue, gathered for a checkpoint.
 struct Snapshot<'a> {
     config: &'a PpoConfig,
     spec: &'a ActorCriticSpec,
     iteration: usize,
     global_step: u64,
-    env: &'a CartPole,
+    env: &'a Envs,
     progress: &'a Progress,
 }
 
@@ -169,7 +184,14 @@ fn save(ctx: &GpuContext, gpu: &PpoGpu, run: &RunDir, snap: &Snapshot<'_>) -> Re
     metadata.insert("config".to_string(), snap.config.to_toml()?);
     metadata.insert("iteration".to_string(), snap.iteration.to_string());
     metadata.insert("global_step".to_string(), snap.global_step.to_string());
-    metadata.insert("env_state".to_string(), to_json(&snap.env.snapshot())?);
+    match snap.env {
+        Envs::Host { env, .. } => {
+            metadata.insert(HOST_ENV_KEY.to_string(), to_json(&env.snapshot())?)
+        }
+        Envs::Device(env) => {
+            metadata.insert(DEVICE_ENV_KEY.to_string(), to_json(&env.snapshot(ctx)?)?)
+        }
+    };
     metadata.insert("progress".to_string(), to_json(snap.progress)?);
     save_checkpoint(
         &run.checkpoint_path(),
@@ -231,12 +253,22 @@ pub fn train(config: &PpoConfig, ctx: &GpuContext, options: &TrainOptions) -> Re
         )
     })?;
     let mut gpu = PpoGpu::new(ctx, &spec, &settings)?;
-    let mut env = CartPole::new(CartPoleConfig {
+    let env_config = CartPoleConfig {
         max_episode_steps,
         ..CartPoleConfig::new(p_count, n)
-    })?;
-    let num_envs = env.num_envs();
-    let mut obs = vec![0.0f32; num_envs * spec.obs_dim];
+    };
+    let mut envs = match config.env_device {
+        EnvDevice::Cpu => {
+            let env = CartPole::new(env_config)?;
+            let num_envs = env.num_envs();
+            Envs::Host {
+                env,
+                obs: vec![0.0f32; num_envs * spec.obs_dim],
+                out: StepOut::new(num_envs, spec.obs_dim),
+            }
+        }
+        EnvDevice::Gpu => Envs::Device(GpuCartPole::new(ctx, env_config, config.num_steps)?),
+    };
 
     let (run, start_iteration, mut global_step, mut progress, mut csv) = match &options.resume {
         None => {
@@ -253,7 +285,10 @@ pub fn train(config: &PpoConfig, ctx: &GpuContext, options: &TrainOptions) -> Re
             )?;
             write_atomic(&run.config_path(), config.to_toml()?.as_bytes())?;
             gpu.set_params(ctx, &initial_params(&spec, p_count, config.seed))?;
-            env.reset(config.seed, &mut obs)?;
+            match &mut envs {
+                Envs::Host { env, obs, .. } => env.reset(config.seed, obs)?,
+                Envs::Device(env) => env.reset(ctx, config.seed)?,
+            }
             let progress = Progress {
                 recent_returns: vec![Vec::new(); p_count],
                 steps_to_solved: vec![None; p_count],
@@ -283,8 +318,15 @@ pub fn train(config: &PpoConfig, ctx: &GpuContext, options: &TrainOptions) -> Re
             }
             let iteration: usize = json_metadata(&checkpoint, "iteration", &path)?;
             let global_step: u64 = json_metadata(&checkpoint, "global_step", &path)?;
-            env.restore(&json_metadata(&checkpoint, "env_state", &path)?)?;
-            obs = env.observations();
+            match &mut envs {
+                Envs::Host { env, obs, .. } => {
+                    env.restore(&json_metadata(&checkpoint, HOST_ENV_KEY, &path)?)?;
+                    *obs = env.observations();
+                }
+                Envs::Device(env) => {
+                    env.restore(ctx, &json_metadata(&checkpoint, DEVICE_ENV_KEY, &path)?)?
+                }
+            }
             let progress: Progress = json_metadata(&checkpoint, "progress", &path)?;
             let params: Vec<f32> = checkpoint
                 .agents
@@ -329,7 +371,7 @@ pub fn train(config: &PpoConfig, ctx: &GpuContext, options: &TrainOptions) -> Re
             spec: &spec,
             iteration: 0,
             global_step,
-            env: &env,
+            env: &envs,
             progress: &progress,
         };
         save(ctx, &gpu, &run, &snap)?;
@@ -361,7 +403,6 @@ pub fn train(config: &PpoConfig, ctx: &GpuContext, options: &TrainOptions) -> Re
         greedy: true,
         seed: config.seed.wrapping_add(1_000_003),
     };
-    let mut out = StepOut::new(num_envs, spec.obs_dim);
     let mut finished = Vec::new();
     let mut all_rows: Vec<MetricsRow> = read_metrics(&run.metrics_path())?;
     let mut iteration = start_iteration - 1;
@@ -382,31 +423,42 @@ pub fn train(config: &PpoConfig, ctx: &GpuContext, options: &TrainOptions) -> Re
         };
         gpu.set_learning_rates(&vec![frac * config.learning_rate; p_count])?;
         let mut iteration_episodes: Vec<Vec<(f64, u32)>> = vec![Vec::new(); p_count];
-        for step in 0..config.num_steps {
-            global_step += n as u64;
-            let key = SampleKey {
-                seed: config.seed,
-                iteration: iteration as u32,
-                step: step as u32,
-            };
-            let actions = gpu.rollout_step(ctx, step, &obs, key)?;
-            env.step(&actions, &mut out)?;
-            gpu.record_env_step(
-                ctx,
-                step,
-                &out.reward,
-                &out.terminated,
-                &out.truncated,
-                &out.final_obs,
-            )?;
-            std::mem::swap(&mut obs, &mut out.obs);
-            env.drain_episodes(&mut finished);
-            for episode in finished.drain(..) {
-                iteration_episodes[episode.env / n].push((episode.episode_return, episode.length));
+        let next_obs = match &mut envs {
+            Envs::Host { env, obs, out } => {
+                for step in 0..config.num_steps {
+                    global_step += n as u64;
+                    let key = SampleKey {
+                        seed: config.seed,
+                        iteration: iteration as u32,
+                        step: step as u32,
+                    };
+                    let actions = gpu.rollout_step(ctx, step, obs, key)?;
+                    env.step(&actions, out)?;
+                    gpu.record_env_step(
+                        ctx,
+                        step,
+                        &out.reward,
+                        &out.terminated,
+                        &out.truncated,
+                        &out.final_obs,
+                    )?;
+                    std::mem::swap(obs, &mut out.obs);
+                    env.drain_episodes(&mut finished);
+                }
+                Some(obs.as_slice())
             }
+            Envs::Device(env) => {
+                global_step += (n * config.num_steps) as u64;
+                let rollout = gpu.rollout_gpu(ctx, env, config.seed, iteration as u32)?;
+                finished.extend(rollout.episodes);
+                None
+            }
+        };
+        for episode in finished.drain(..) {
+            iteration_episodes[episode.env / n].push((episode.episode_return, episode.length));
         }
         let perm = permutations(config.seed, iteration as u64, &settings);
-        let stats: Vec<AgentUpdateStats> = gpu.update(ctx, &obs, &perm)?;
+        let stats: Vec<AgentUpdateStats> = gpu.update(ctx, next_obs, &perm)?;
 
         let training_s = (start.elapsed().as_secs_f64() - eval_s_here).max(1e-9);
         let sps = ((global_step - steps_at_start) * p_count as u64) as f64 / training_s;
@@ -498,7 +550,7 @@ pub fn train(config: &PpoConfig, ctx: &GpuContext, options: &TrainOptions) -> Re
                 spec: &spec,
                 iteration,
                 global_step,
-                env: &env,
+                env: &envs,
                 progress: &progress,
             };
             save(ctx, &gpu, &run, &snap)?;
@@ -516,7 +568,7 @@ pub fn train(config: &PpoConfig, ctx: &GpuContext, options: &TrainOptions) -> Re
         spec: &spec,
         iteration,
         global_step,
-        env: &env,
+        env: &envs,
         progress: &progress,
     };
     save(ctx, &gpu, &run, &snap)?;
