@@ -6,8 +6,14 @@
 //! submission and readback per step, f64 CartPole) and on the device
 //! (`rollout_gpu`: one submission per rollout), side by side.
 //!
+//! Last, a grid over agents P and envs per agent N (CleanRL's loop
+//! otherwise, both networks): the rollout phase with device envs, the update
+//! phase and the whole iteration, each in env steps per second over all
+//! agents.
+//!
 //! Run: `cargo bench --bench ppo` (add `WGPU_BACKEND=gl` or `vulkan`;
-//! `PPO_BENCH_AGENTS=64` for a population).
+//! `PPO_BENCH_AGENTS=64` for a population in the first part;
+//! `PPO_BENCH_GRID_P=1,8,64` and `PPO_BENCH_GRID_N=4,32` for the grid).
 
 use std::time::Instant;
 
@@ -99,6 +105,57 @@ fn rollout_phase(ctx: &GpuContext, hidden: &[usize], agents: usize, num_envs: us
     );
 }
 
+/// Rollout (device envs), update and whole-iteration env steps per second
+/// for P agents × N envs: medians of `ROLLOUT_REPETITIONS` iterations after
+/// one untimed warm-up, each phase timed until its results are back.
+fn grid_point(ctx: &GpuContext, hidden: &[usize], agents: usize, num_envs: usize) {
+    let spec = ActorCriticSpec::new(4, 2, hidden).expect("spec");
+    let mut config = PpoConfig::preset("cleanrl").expect("preset");
+    config.num_agents = agents;
+    config.num_envs = num_envs;
+    let settings = update_settings(&config);
+    let steps = config.num_steps;
+    let mut gpu = PpoGpu::new(ctx, &spec, &settings).expect("engine");
+    gpu.set_params(ctx, &initial_params(&spec, agents, 1))
+        .expect("params");
+    gpu.set_learning_rates(&vec![config.learning_rate; agents])
+        .expect("lr");
+    let mut env =
+        GpuCartPole::new(ctx, CartPoleConfig::new(agents, num_envs), steps).expect("device env");
+    env.reset(ctx, 1).expect("reset");
+    let (mut rollout_times, mut update_times) = (Vec::new(), Vec::new());
+    for iteration in 0..=ROLLOUT_REPETITIONS as u32 {
+        let start = Instant::now();
+        gpu.rollout_gpu(ctx, &mut env, 1, iteration)
+            .expect("rollout");
+        let rollout_s = start.elapsed().as_secs_f64();
+        let perm = permutations(1, iteration as u64, &settings);
+        let start = Instant::now();
+        gpu.update(ctx, None, &perm).expect("update");
+        if iteration > 0 {
+            rollout_times.push(rollout_s);
+            update_times.push(start.elapsed().as_secs_f64());
+        }
+    }
+    let batch = (agents * num_envs * steps) as f64;
+    let (rollout_s, update_s) = (median(rollout_times), median(update_times));
+    println!(
+        "grid hidden {hidden:?} P={agents} N={num_envs}: rollout {:.0} steps/s, update {:.0} steps/s ({:.1} ms), \
+         iteration {:.0} env steps/s",
+        batch / rollout_s,
+        batch / update_s,
+        update_s * 1e3,
+        batch / (rollout_s + update_s)
+    );
+}
+
+fn list_var(name: &str, default: &[usize]) -> Vec<usize> {
+    std::env::var(name)
+        .ok()
+        .map(|v| v.split(',').filter_map(|x| x.trim().parse().ok()).collect())
+        .unwrap_or_else(|| default.to_vec())
+}
+
 fn main() {
     let ctx = GpuContext::new(&AdapterOptions::default()).unwrap_or_else(|e| {
         eprintln!("error: {e}");
@@ -158,6 +215,13 @@ fn main() {
     for hidden in [vec![64, 64], vec![]] {
         for num_envs in [4, 256] {
             rollout_phase(&ctx, &hidden, agents, num_envs);
+        }
+    }
+    for hidden in [vec![64, 64], vec![]] {
+        for &agents in &list_var("PPO_BENCH_GRID_P", &[1, 8, 64]) {
+            for &num_envs in &list_var("PPO_BENCH_GRID_N", &[4, 32]) {
+                grid_point(&ctx, &hidden, agents, num_envs);
+            }
         }
     }
 }

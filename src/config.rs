@@ -231,10 +231,13 @@ impl PpoConfig {
                 ..cleanrl
             }),
             "linear" => Ok(linear.clone()),
-            // The inner loop of meta-learning: short rollouts, a constant
-            // learning rate (every inner loop starts a fresh optimizer).
+            // The inner loop of meta-learning (`meta-train`): the linear
+            // preset's loop with a constant learning rate (every inner loop
+            // starts a fresh optimizer) and one hidden layer, whose features
+            // the outer loop can shape.
             "meta" => Ok(PpoConfig {
                 anneal_lr: false,
+                hidden: vec![64],
                 ..linear
             }),
             _ => Err(Error::config(

@@ -18,7 +18,8 @@ use ppo_wgpu::meta::train::{
     MULTITASK_CHECKPOINT_FILE,
 };
 use ppo_wgpu::meta::{
-    outer_step_cpu, sample_tasks, MetaConfig, MetaMethod, OuterStep, Task, TaskFamily,
+    outer_step_cpu, sample_tasks, MetaAdamState, MetaConfig, MetaMethod, OuterStep, Task,
+    TaskFamily,
 };
 use ppo_wgpu::ppo::trainer::{initial_params, update_settings};
 use ppo_wgpu::ppo::PpoGpu;
@@ -53,7 +54,7 @@ fn outer_step_matches_cpu_reference() {
                 };
                 let params_gpu = GpuBuffer::from_slice(ctx, "params", &start).unwrap();
                 let grads_gpu = GpuBuffer::from_slice(ctx, "grads", &grads).unwrap();
-                let outer = OuterStep::new(
+                let mut outer = OuterStep::new(
                     ctx,
                     method,
                     &theta,
@@ -63,27 +64,52 @@ fn outer_step_matches_cpu_reference() {
                     meta_lr as f64,
                 )
                 .unwrap();
-                outer.run(ctx);
-                let want = outer_step_cpu(method, &theta, &params, &grads, m, meta_lr);
                 let what = format!("{} K={k} M={m}", method.name());
-                let got_theta = outer.theta.read(ctx).unwrap();
-                assert_close(
-                    &format!("{what} theta"),
-                    &to_f64(&want),
-                    &got_theta,
-                    1e-6,
-                    1e-5,
-                );
-                let broadcast: Vec<f64> =
-                    to_f64(&want).iter().copied().cycle().take(m * k).collect();
-                let got_params = params_gpu.read(ctx).unwrap();
-                assert_close(
-                    &format!("{what} params"),
-                    &broadcast,
-                    &got_params,
-                    1e-6,
-                    1e-5,
-                );
+                // Two steps, so first-order MAML's Adam state carries over.
+                let mut adam = MetaAdamState::default();
+                let mut expected = theta.clone();
+                for step in 0..2 {
+                    outer.run(ctx);
+                    let reference = match method {
+                        MetaMethod::Reptile if step > 0 => expected.repeat(m),
+                        _ => params.clone(),
+                    };
+                    expected = outer_step_cpu(
+                        method, &expected, &reference, &grads, m, meta_lr, &mut adam,
+                    );
+                    let got_theta = outer.theta.read(ctx).unwrap();
+                    let label = format!("{what} step {step} theta");
+                    assert_close(&label, &to_f64(&expected), &got_theta, 1e-6, 1e-5);
+                    let broadcast: Vec<f64> = to_f64(&expected)
+                        .iter()
+                        .copied()
+                        .cycle()
+                        .take(m * k)
+                        .collect();
+                    let got_params = params_gpu.read(ctx).unwrap();
+                    let label = format!("{what} step {step} params");
+                    assert_close(&label, &broadcast, &got_params, 1e-6, 1e-5);
+                    // Continue from the GPU's θ so rounding does not accumulate.
+                    expected = got_theta;
+                }
+                if method == MetaMethod::Fomaml {
+                    let state = outer.read_adam(ctx).unwrap();
+                    assert_eq!(state.step, 2);
+                    assert_close(
+                        &format!("{what} adam m"),
+                        &to_f64(&adam.m),
+                        &state.m,
+                        1e-6,
+                        1e-5,
+                    );
+                    assert_close(
+                        &format!("{what} adam v"),
+                        &to_f64(&adam.v),
+                        &state.v,
+                        1e-6,
+                        1e-5,
+                    );
+                }
                 // Grads are read-only.
                 assert_eq!(grads_gpu.read(ctx).unwrap(), grads, "{what}: grads changed");
             }
@@ -94,22 +120,56 @@ fn outer_step_matches_cpu_reference() {
 #[test]
 fn outer_step_cpu_reference_is_the_formula() {
     // Reptile with ε = 1 and one agent jumps to the adapted parameters;
-    // first-order MAML takes a plain gradient step on the mean gradient.
+    // first-order MAML's first Adam step moves each θ by about meta_lr
+    // against the sign of the mean gradient.
     let theta = [1.0f32, -2.0];
     let params = [3.0f32, 0.0, 5.0, 2.0];
     let grads = [1.0f32, 2.0, 3.0, -4.0];
+    let mut adam = MetaAdamState::default();
     assert_eq!(
-        outer_step_cpu(MetaMethod::Reptile, &theta, &params[..2], &grads, 1, 1.0),
+        outer_step_cpu(
+            MetaMethod::Reptile,
+            &theta,
+            &params[..2],
+            &grads,
+            1,
+            1.0,
+            &mut adam
+        ),
         [3.0, 0.0]
     );
     assert_eq!(
-        outer_step_cpu(MetaMethod::Reptile, &theta, &params, &grads, 2, 0.5),
+        outer_step_cpu(
+            MetaMethod::Reptile,
+            &theta,
+            &params,
+            &grads,
+            2,
+            0.5,
+            &mut adam
+        ),
         [2.5, -0.5]
     );
     assert_eq!(
-        outer_step_cpu(MetaMethod::Fomaml, &theta, &params, &grads, 2, 0.5),
-        [0.0, -1.5]
+        adam,
+        MetaAdamState::default(),
+        "Reptile has no optimizer state"
     );
+    let stepped = outer_step_cpu(
+        MetaMethod::Fomaml,
+        &theta,
+        &params,
+        &grads,
+        2,
+        0.5,
+        &mut adam,
+    );
+    // Mean gradient (2, -1): θ moves by 0.5 against its sign.
+    assert!(
+        (stepped[0] - 0.5).abs() < 1e-5 && (stepped[1] + 1.5).abs() < 1e-5,
+        "{stepped:?}"
+    );
+    assert_eq!(adam.step, 1);
 }
 
 fn tiny_ppo() -> PpoConfig {
@@ -147,6 +207,7 @@ fn tiny_meta_training_outer_step_matches_reference() {
         let mut outer =
             OuterStep::new(ctx, method, &theta, 3, &gpu.params, gpu.grads(), 0.5).unwrap();
         gpu.set_params(ctx, &theta.repeat(3)).unwrap();
+        let mut adam = MetaAdamState::default();
         for outer_iteration in 0..2u32 {
             let tasks = sample_tasks(&meta, 11 + outer_iteration as u64, 3);
             let env = make_env(meta.family, &repeat_tasks(&tasks, 2), 3, 2, 500).unwrap();
@@ -172,9 +233,9 @@ fn tiny_meta_training_outer_step_matches_reference() {
             let grads = gpu.grads().read(ctx).unwrap();
             assert!(grads.iter().all(|g| g.is_finite()));
             assert!(grads.iter().any(|&g| g != 0.0), "no gradient");
-            outer.set_meta_lr(ctx, 0.5);
+            outer.set_meta_lr(0.5);
             outer.run(ctx);
-            let want = outer_step_cpu(method, &theta, &adapted, &grads, 3, 0.5);
+            let want = outer_step_cpu(method, &theta, &adapted, &grads, 3, 0.5, &mut adam);
             let got = outer.theta.read(ctx).unwrap();
             assert_close(
                 &format!("{} θ step {outer_iteration}", method.name()),
@@ -382,8 +443,9 @@ fn tasks_are_seeded_and_inside_their_ranges() {
     assert_eq!(tasks, sample_tasks(&meta, 3, 400));
     assert_ne!(tasks, sample_tasks(&meta, 4, 400));
     let mut flipped = 0;
+    let mut left = 0;
     for task in &tasks {
-        let Task::Cartpole(p) = task else {
+        let Task::Cartpole { physics: p, target } = task else {
             panic!("wrong family")
         };
         let inside = |v: f64, r: &[f64]| r[0] <= v && v <= r[1];
@@ -392,7 +454,14 @@ fn tasks_are_seeded_and_inside_their_ranges() {
         assert!(inside(p.masspole, &meta.masspole) && p.gravity == 9.8);
         flipped += (p.polarity == -1.0) as usize;
         assert!(p.polarity.abs() == 1.0);
+        let target = target.expect("target_reward is on by default");
+        assert_eq!(target.x.abs(), 0.5, "{target:?}");
+        left += usize::from(target.x < 0.0);
     }
+    assert!(
+        (150..=250).contains(&left),
+        "{left} of 400 targets on the left"
+    );
     // Binomial(400, 0.5): 200 ± 50 is over 5 standard deviations.
     assert!((150..=250).contains(&flipped), "{flipped} of 400 flipped");
     let never = MetaConfig {
@@ -401,7 +470,7 @@ fn tasks_are_seeded_and_inside_their_ranges() {
     };
     assert!(sample_tasks(&never, 3, 100)
         .iter()
-        .all(|t| matches!(t, Task::Cartpole(p) if p.polarity == 1.0)));
+        .all(|t| matches!(t, Task::Cartpole { physics: p, .. } if p.polarity == 1.0)));
     let nav = MetaConfig {
         goal_shape: GoalShape::Square,
         ..MetaConfig::for_family(TaskFamily::Nav)
@@ -502,4 +571,88 @@ fn confidence_intervals() {
     assert!((mean - low - (high - mean)).abs() < 1e-12);
     let (_, low, high) = mean_ci95(&[7.0]);
     assert!(low.is_infinite() && high.is_infinite());
+}
+
+#[test]
+fn cartpole_target_rewards_the_distance_to_the_target() {
+    use ppo_wgpu::env::{CartPole, CartPoleConfig, OBS_DIM};
+    use ppo_wgpu::meta::tasks::CartPoleTarget;
+    use ppo_wgpu::meta::Target;
+    let config = CartPoleConfig {
+        max_episode_steps: 5,
+        ..CartPoleConfig::new(1, 3)
+    };
+    let targets = [
+        Target {
+            x: 1.0,
+            weight: 1.0,
+            scale: 2.0,
+        },
+        Target {
+            x: -0.5,
+            weight: 0.5,
+            scale: 0.5,
+        },
+        Target {
+            x: 0.0,
+            weight: 0.5,
+            scale: 0.5,
+        },
+    ];
+    let mut plain = CartPole::new(config.clone()).unwrap();
+    let mut env = CartPoleTarget::new(CartPole::new(config).unwrap(), targets.to_vec()).unwrap();
+    let mut out = StepOut::new(3, OBS_DIM);
+    let mut plain_out = StepOut::new(3, OBS_DIM);
+    env.reset(4, &mut out.obs).unwrap();
+    plain.reset(4, &mut plain_out.obs).unwrap();
+    let mut returns = [0.0f64; 3];
+    for step in 0..5 {
+        let actions = [1, 0, step % 2];
+        env.step(&actions, &mut out).unwrap();
+        plain.step(&actions, &mut plain_out).unwrap();
+        // Same dynamics and flags as CartPole; only the reward differs.
+        assert_eq!(out.obs, plain_out.obs);
+        assert_eq!(out.terminated, plain_out.terminated);
+        assert_eq!(out.truncated, plain_out.truncated);
+        for (e, target) in targets.iter().enumerate() {
+            let x = if out.truncated[e] == 1 {
+                out.final_obs[e * OBS_DIM]
+            } else {
+                out.obs[e * OBS_DIM]
+            } as f64;
+            let position = (1.0 - (x - target.x).abs() / target.scale).max(0.0);
+            let want = (1.0 - target.weight) + target.weight * position;
+            assert!(
+                (out.reward[e] as f64 - want).abs() < 1e-6,
+                "env {e}: {} vs {want}",
+                out.reward[e]
+            );
+            assert!((target.reward(x) - want).abs() < 1e-12);
+            returns[e] += out.reward[e] as f64;
+        }
+    }
+    assert_eq!(out.truncated, [1, 1, 1]);
+    let mut episodes = Vec::new();
+    env.drain_episodes(&mut episodes);
+    assert_eq!(episodes.len(), 3);
+    for episode in episodes {
+        assert!((episode.episode_return - returns[episode.env]).abs() < 1e-5);
+        assert_eq!(episode.length, 5);
+    }
+    // Near x = 0: about half of 1 per step 1 m from a scale-2 target, about
+    // 0.5 per step 0.5 m from a scale-0.5 target (more: env 1 pushes toward
+    // it), about 1 on the target.
+    assert!(returns[0] > 2.4 && returns[0] < 2.6, "{returns:?}");
+    assert!(returns[1] > 2.5 && returns[1] < 3.0, "{returns:?}");
+    assert!(returns[2] > 4.7, "{returns:?}");
+    let bad = Target {
+        x: 0.0,
+        weight: 1.5,
+        scale: 1.0,
+    };
+    let err = CartPoleTarget::new(CartPole::new(CartPoleConfig::new(1, 1)).unwrap(), vec![bad]);
+    assert!(err.is_err());
+    assert!(
+        CartPoleTarget::new(CartPole::new(CartPoleConfig::new(1, 1)).unwrap(), vec![]).is_err()
+    );
 }

@@ -263,7 +263,14 @@ impl Kernel {
                 Kernel::FomamlOuter => (
                     META_WGSL,
                     "fomaml_outer",
-                    &[(0, Uniform), (1, Read), (2, ReadWrite), (3, ReadWrite)],
+                    &[
+                        (0, Uniform),
+                        (1, Read),
+                        (2, ReadWrite),
+                        (3, ReadWrite),
+                        (4, ReadWrite),
+                        (5, ReadWrite),
+                    ],
                     Shape::PerItem,
                 ),
                 Kernel::CartPoleStep => (

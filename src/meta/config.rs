@@ -8,7 +8,7 @@ use super::outer::MetaMethod;
 use crate::error::{Error, Result};
 
 /// Every key of [`MetaConfig`], in struct order.
-pub const META_FIELD_NAMES: [&str; 23] = [
+pub const META_FIELD_NAMES: [&str; 27] = [
     "family",
     "method",
     "meta_iterations",
@@ -29,10 +29,18 @@ pub const META_FIELD_NAMES: [&str; 23] = [
     "masscart",
     "masspole",
     "flip_probability",
+    "target_reward",
+    "target_distance",
+    "target_weight",
+    "target_scale",
     "goal_shape",
     "goal_range",
     "goal_radius",
 ];
+
+/// First-order MAML's default meta learning rate (its outer step is Adam);
+/// Reptile's default ε is 1, annealed.
+pub const FOMAML_META_LR: f64 = 0.003;
 
 /// Most adaptation updates `adapt_steps` may ask for.
 pub const MAX_ADAPT_STEPS: usize = 1000;
@@ -71,7 +79,8 @@ pub struct MetaConfig {
     pub meta_batch: usize,
     /// PPO updates (rollout + update epochs) of each inner loop.
     pub inner_updates: usize,
-    /// Reptile's ε or first-order MAML's β.
+    /// Reptile's ε (default 1), or the learning rate of first-order MAML's
+    /// Adam outer step (default [`FOMAML_META_LR`] when `method = "fomaml"`).
     pub meta_lr: f64,
     /// Anneal the meta learning rate linearly to 0.
     pub anneal_meta_lr: bool,
@@ -96,6 +105,15 @@ pub struct MetaConfig {
     pub masspole: Vec<f64>,
     /// Probability that a CartPole task's motor is wired backwards.
     pub flip_probability: f64,
+    /// CartPole: reward balancing at an unobserved target position
+    /// `±target_distance` (side drawn uniformly): each step pays
+    /// `(1 - target_weight) + target_weight * max(0, 1 - |x - target| /
+    /// target_scale)` instead of 1. Without it one MLP policy serves every
+    /// physics and polarity (see the README), so there is nothing to adapt to.
+    pub target_reward: bool,
+    pub target_distance: Vec<f64>,
+    pub target_weight: f64,
+    pub target_scale: f64,
     /// Nav: where goals lie. `circle` (default): at a distance drawn from
     /// `goal_radius` in a uniform direction, so every task's goal is equally
     /// far and the spread of returns across tasks measures adaptation, not
@@ -119,7 +137,7 @@ impl Default for MetaConfig {
         MetaConfig {
             family: TaskFamily::Cartpole,
             method: MetaMethod::Reptile,
-            meta_iterations: 100,
+            meta_iterations: 300,
             meta_batch: 16,
             inner_updates: 3,
             meta_lr: 1.0,
@@ -139,6 +157,10 @@ impl Default for MetaConfig {
             masscart: vec![0.5, 2.0],
             masspole: vec![0.05, 0.2],
             flip_probability: 0.5,
+            target_reward: true,
+            target_distance: vec![0.5, 0.5],
+            target_weight: 0.5,
+            target_scale: 0.5,
             goal_shape: GoalShape::Circle,
             goal_range: vec![-0.5, 0.5],
             goal_radius: vec![0.5, 0.5],
@@ -221,6 +243,28 @@ impl MetaConfig {
             }
             debug_assert!(low <= high);
         }
+        let [low, high] = check_range("target_distance", &self.target_distance)?;
+        if low < 0.0 || high >= 2.4 {
+            return Err(Error::config(
+                "target_distance",
+                format!("{:?}", self.target_distance),
+                "must lie in [0, 2.4), inside CartPole's track",
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.target_weight) {
+            return Err(Error::config(
+                "target_weight",
+                self.target_weight,
+                "must be in [0, 1]",
+            ));
+        }
+        if !(self.target_scale.is_finite() && self.target_scale > 0.0) {
+            return Err(Error::config(
+                "target_scale",
+                self.target_scale,
+                "must be finite and positive",
+            ));
+        }
         check_range("goal_range", &self.goal_range)?;
         let [low, _] = check_range("goal_radius", &self.goal_radius)?;
         if low < 0.0 {
@@ -269,9 +313,12 @@ impl MetaConfig {
             }
             table.insert(key.clone(), value.clone());
         }
-        let config: MetaConfig = table
+        let mut config: MetaConfig = table
             .try_into()
             .map_err(|e| Error::config("meta config", "(merged)", e.to_string()))?;
+        if config.method == MetaMethod::Fomaml && !sets.iter().any(|(k, _)| k == "meta_lr") {
+            config.meta_lr = FOMAML_META_LR;
+        }
         config.validate()?;
         Ok(config)
     }

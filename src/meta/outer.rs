@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::Result;
 use crate::gpu::{Dispatch, GpuBuffer, GpuContext, Kernel};
 use crate::ops::fits_u32;
+use crate::ops::optim::{ADAM_BETA1, ADAM_BETA2};
 
 /// How the outer step uses the adapted agents.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -14,8 +15,9 @@ use crate::ops::fits_u32;
 pub enum MetaMethod {
     /// θ ← θ + ε · mean_m(θ_m − θ) (Nichol et al. 2018).
     Reptile,
-    /// θ ← θ − β · mean_m(∇L_m(θ_m)), the loss gradient at each adapted
-    /// agent's parameters on fresh data (first-order MAML, Finn et al. 2017).
+    /// An Adam step (learning rate β) on θ along mean_m(∇L_m(θ_m)), the loss
+    /// gradient at each adapted agent's parameters on fresh data
+    /// (first-order MAML, Finn et al. 2017; Adam as MAML's meta-optimizer).
     Fomaml,
 }
 
@@ -30,22 +32,51 @@ impl MetaMethod {
     }
 }
 
+/// The meta-optimizer's Adam moments for first-order MAML: β₁, β₂ as the
+/// inner Adam; ε = 1e-8 (PyTorch's default, as MAML's meta-optimizer).
+pub const META_ADAM_EPS: f64 = 1e-8;
+
 #[repr(C)]
 #[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
 struct MetaDims {
     num_agents: u32,
     params_per_agent: u32,
     meta_lr: f32,
-    _pad: u32,
+    beta1: f32,
+    beta2: f32,
+    eps: f32,
+    bias1: f32,
+    bias2_sqrt: f32,
+}
+
+/// Adam state of the first-order MAML outer step (unused by Reptile).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct MetaAdamState {
+    pub m: Vec<f32>,
+    pub v: Vec<f32>,
+    /// Outer steps taken.
+    pub step: u32,
 }
 
 /// θ on the GPU and the outer-step dispatch bound to the agents' buffers.
 #[derive(Debug)]
 pub struct OuterStep {
     pub theta: GpuBuffer<f32>,
+    adam_m: GpuBuffer<f32>,
+    adam_v: GpuBuffer<f32>,
+    step: u32,
     method: MetaMethod,
     dims: MetaDims,
     dispatch: Dispatch,
+}
+
+/// `1 - β₁^t` and `sqrt(1 - β₂^t)` in double precision, then rounded.
+fn bias_corrections(step: u32) -> (f32, f32) {
+    let t = step.max(1) as i32;
+    (
+        (1.0 - ADAM_BETA1.powi(t)) as f32,
+        (1.0 - ADAM_BETA2.powi(t)).sqrt() as f32,
+    )
 }
 
 impl OuterStep {
@@ -64,11 +95,18 @@ impl OuterStep {
         params.expect_len(OP, num_agents * k)?;
         grads.expect_len(OP, num_agents * k)?;
         let theta = GpuBuffer::from_slice(ctx, "meta theta", initial)?;
+        let adam_m = GpuBuffer::zeros(ctx, "meta adam m", k)?;
+        let adam_v = GpuBuffer::zeros(ctx, "meta adam v", k)?;
+        let (bias1, bias2_sqrt) = bias_corrections(1);
         let dims = MetaDims {
             num_agents: fits_u32(OP, "num_agents", num_agents)?,
             params_per_agent: fits_u32(OP, "params_per_agent", k)?,
             meta_lr: meta_lr as f32,
-            _pad: 0,
+            beta1: ADAM_BETA1 as f32,
+            beta2: ADAM_BETA2 as f32,
+            eps: META_ADAM_EPS as f32,
+            bias1,
+            bias2_sqrt,
         };
         let dispatch = match method {
             MetaMethod::Reptile => Dispatch::with_uniform(
@@ -82,12 +120,21 @@ impl OuterStep {
                 ctx,
                 Kernel::FomamlOuter,
                 &dims,
-                &[grads.binding(), theta.binding(), params.binding()],
+                &[
+                    grads.binding(),
+                    theta.binding(),
+                    params.binding(),
+                    adam_m.binding(),
+                    adam_v.binding(),
+                ],
                 k as u64,
             )?,
         };
         Ok(OuterStep {
             theta,
+            adam_m,
+            adam_v,
+            step: 0,
             method,
             dims,
             dispatch,
@@ -99,14 +146,25 @@ impl OuterStep {
     }
 
     /// Changes the meta learning rate of later steps (annealing).
-    pub fn set_meta_lr(&mut self, ctx: &GpuContext, meta_lr: f64) {
+    pub fn set_meta_lr(&mut self, meta_lr: f64) {
         self.dims.meta_lr = meta_lr as f32;
-        self.dispatch.write_uniform(ctx, &self.dims);
     }
 
     /// One outer step and the broadcast, as its own submission.
-    pub fn run(&self, ctx: &GpuContext) {
+    pub fn run(&mut self, ctx: &GpuContext) {
+        self.step += 1;
+        (self.dims.bias1, self.dims.bias2_sqrt) = bias_corrections(self.step);
+        self.dispatch.write_uniform(ctx, &self.dims);
         ctx.run("meta outer step", &[&self.dispatch]);
+    }
+
+    /// The meta-optimizer's state (first-order MAML's Adam moments).
+    pub fn read_adam(&self, ctx: &GpuContext) -> Result<MetaAdamState> {
+        Ok(MetaAdamState {
+            m: self.adam_m.read(ctx)?,
+            v: self.adam_v.read(ctx)?,
+            step: self.step,
+        })
     }
 
     pub fn dispatch(&self) -> &Dispatch {
@@ -114,8 +172,9 @@ impl OuterStep {
     }
 }
 
-/// CPU reference of the outer step (same f32 summation order as the kernel):
-/// returns the new θ; every agent's parameters become that θ.
+/// CPU reference of the outer step (the kernel's f32 operations in the
+/// same order): returns the new θ, which every agent's parameters become.
+/// First-order MAML advances `adam` (moments sized like θ, zero at first).
 pub fn outer_step_cpu(
     method: MetaMethod,
     theta: &[f32],
@@ -123,22 +182,36 @@ pub fn outer_step_cpu(
     grads: &[f32],
     num_agents: usize,
     meta_lr: f32,
+    adam: &mut MetaAdamState,
 ) -> Vec<f32> {
     let k_count = theta.len();
-    (0..k_count)
-        .map(|k| {
-            let column = |source: &[f32], m: usize| source[m * k_count + k];
-            match method {
-                MetaMethod::Reptile => {
-                    let sum =
-                        (0..num_agents).fold(0.0f32, |s, m| s + (column(params, m) - theta[k]));
-                    theta[k] + meta_lr * (sum / num_agents as f32)
-                }
-                MetaMethod::Fomaml => {
-                    let sum = (0..num_agents).fold(0.0f32, |s, m| s + column(grads, m));
-                    theta[k] - meta_lr * (sum / num_agents as f32)
-                }
-            }
-        })
-        .collect()
+    let column = |source: &[f32], m: usize, k: usize| source[m * k_count + k];
+    match method {
+        MetaMethod::Reptile => (0..k_count)
+            .map(|k| {
+                let sum =
+                    (0..num_agents).fold(0.0f32, |s, m| s + (column(params, m, k) - theta[k]));
+                theta[k] + meta_lr * (sum / num_agents as f32)
+            })
+            .collect(),
+        MetaMethod::Fomaml => {
+            adam.m.resize(k_count, 0.0);
+            adam.v.resize(k_count, 0.0);
+            adam.step += 1;
+            let (bias1, bias2_sqrt) = bias_corrections(adam.step);
+            let (beta1, beta2) = (ADAM_BETA1 as f32, ADAM_BETA2 as f32);
+            let eps = META_ADAM_EPS as f32;
+            (0..k_count)
+                .map(|k| {
+                    let sum = (0..num_agents).fold(0.0f32, |s, m| s + column(grads, m, k));
+                    let g = sum / num_agents as f32;
+                    let m = adam.m[k] + (1.0 - beta1) * (g - adam.m[k]);
+                    let v = beta2 * adam.v[k] + (1.0 - beta2) * g * g;
+                    adam.m[k] = m;
+                    adam.v[k] = v;
+                    theta[k] - meta_lr / bias1 * m / (v.sqrt() / bias2_sqrt + eps)
+                })
+                .collect()
+        }
+    }
 }

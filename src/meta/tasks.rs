@@ -5,16 +5,41 @@ use rand::{Rng, SeedableRng};
 
 use super::config::{GoalShape, MetaConfig, TaskFamily};
 use crate::env::{
-    CartPole, CartPoleConfig, CartPoleParams, Nav, NavConfig, VecEnv, NAV_NUM_ACTIONS, NAV_OBS_DIM,
-    NUM_ACTIONS, OBS_DIM,
+    CartPole, CartPoleConfig, CartPoleParams, EpisodeStats, EpisodeTracker, Nav, NavConfig,
+    StepOut, VecEnv, NAV_NUM_ACTIONS, NAV_OBS_DIM, NUM_ACTIONS, OBS_DIM,
 };
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::ppo::ActorCriticSpec;
+
+/// The reward of a CartPole task with a target position:
+/// `(1 - weight) + weight * max(0, 1 - |x - x_target| / scale)` per step.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Target {
+    /// Where the cart should balance (m).
+    pub x: f64,
+    /// Share of the reward that depends on the position; the rest is
+    /// CartPole's reward for staying up.
+    pub weight: f64,
+    /// Distance from the target at which the position reward reaches 0 (m).
+    pub scale: f64,
+}
+
+impl Target {
+    /// The reward of a step that leaves the cart at `x`.
+    pub fn reward(&self, x: f64) -> f64 {
+        (1.0 - self.weight) + self.weight * (1.0 - (x - self.x).abs() / self.scale).max(0.0)
+    }
+}
 
 /// One task of a family.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Task {
-    Cartpole(CartPoleParams),
+    /// CartPole physics, and the cart position the reward asks for (None:
+    /// CartPole's reward of 1 per step).
+    Cartpole {
+        physics: CartPoleParams,
+        target: Option<Target>,
+    },
     /// The goal of a navigation task.
     Nav([f64; 2]),
 }
@@ -38,15 +63,24 @@ pub fn sample_tasks(config: &MetaConfig, seed: u64, count: usize) -> Vec<Task> {
                 let force_mag = draw(&config.force_mag);
                 let tau = draw(&config.tau);
                 let flip = draw(&[0.0, 1.0]) < config.flip_probability;
-                Task::Cartpole(CartPoleParams {
-                    gravity,
-                    masscart,
-                    masspole,
-                    length,
-                    force_mag,
-                    tau,
-                    polarity: if flip { -1.0 } else { 1.0 },
-                })
+                let distance = draw(&config.target_distance);
+                let side = if draw(&[0.0, 1.0]) < 0.5 { -1.0 } else { 1.0 };
+                Task::Cartpole {
+                    physics: CartPoleParams {
+                        gravity,
+                        masscart,
+                        masspole,
+                        length,
+                        force_mag,
+                        tau,
+                        polarity: if flip { -1.0 } else { 1.0 },
+                    },
+                    target: config.target_reward.then_some(Target {
+                        x: side * distance,
+                        weight: config.target_weight,
+                        scale: config.target_scale,
+                    }),
+                }
             }
             TaskFamily::Nav => match config.goal_shape {
                 GoalShape::Square => {
@@ -82,28 +116,42 @@ pub fn make_env(
 ) -> Result<Box<dyn VecEnv>> {
     match family {
         TaskFamily::Cartpole => {
-            let physics: Vec<CartPoleParams> = env_tasks
+            let (physics, targets): (Vec<CartPoleParams>, Vec<Option<Target>>) = env_tasks
                 .iter()
                 .map(|t| match t {
-                    Task::Cartpole(p) => *p,
-                    Task::Nav(_) => CartPoleParams {
-                        gravity: f64::NAN,
-                        ..CartPoleParams::GYMNASIUM
-                    },
+                    Task::Cartpole { physics, target } => (*physics, *target),
+                    Task::Nav(_) => (
+                        CartPoleParams {
+                            gravity: f64::NAN,
+                            ..CartPoleParams::GYMNASIUM
+                        },
+                        None,
+                    ),
                 })
-                .collect();
+                .unzip();
             let config = CartPoleConfig {
                 max_episode_steps: cartpole_max_steps,
                 ..CartPoleConfig::new(num_agents, envs_per_agent)
             };
-            Ok(Box::new(CartPole::with_physics(config, &physics)?))
+            let env = CartPole::with_physics(config, &physics)?;
+            if targets.iter().all(Option::is_none) {
+                Ok(Box::new(env))
+            } else {
+                let plain = Target {
+                    x: 0.0,
+                    weight: 0.0,
+                    scale: 1.0,
+                };
+                let targets = targets.iter().map(|t| t.unwrap_or(plain)).collect();
+                Ok(Box::new(CartPoleTarget::new(env, targets)?))
+            }
         }
         TaskFamily::Nav => {
             let goals: Vec<[f64; 2]> = env_tasks
                 .iter()
                 .map(|t| match t {
                     Task::Nav(g) => *g,
-                    Task::Cartpole(_) => [f64::NAN; 2],
+                    Task::Cartpole { .. } => [f64::NAN; 2],
                 })
                 .collect();
             Ok(Box::new(Nav::new(
@@ -120,4 +168,91 @@ pub fn repeat_tasks(tasks: &[Task], copies: usize) -> Vec<Task> {
         .iter()
         .flat_map(|t| std::iter::repeat_n(*t, copies))
         .collect()
+}
+
+/// CartPole whose reward asks the cart to balance at a target position:
+/// each step pays [`Target::reward`] of the cart position after the step
+/// instead of 1. Termination, truncation and auto-reset are
+/// CartPole's. The target is not observed: like the navigation goal, it is
+/// learnt from rewards, so no single policy serves targets on both sides.
+pub struct CartPoleTarget {
+    env: CartPole,
+    targets: Vec<Target>,
+    episodes: EpisodeTracker,
+    discarded: Vec<EpisodeStats>,
+}
+
+impl CartPoleTarget {
+    pub fn new(env: CartPole, targets: Vec<Target>) -> Result<Self> {
+        if targets.len() != env.num_envs() {
+            return Err(Error::shape(
+                "CartPoleTarget::new",
+                "targets",
+                env.num_envs(),
+                targets.len(),
+            ));
+        }
+        let valid = |t: &Target| {
+            t.x.is_finite()
+                && (0.0..=1.0).contains(&t.weight)
+                && t.scale.is_finite()
+                && t.scale > 0.0
+        };
+        if let Some(e) = targets.iter().position(|t| !valid(t)) {
+            return Err(Error::InvalidEnv {
+                index: e,
+                field: "target".into(),
+                value: format!("{:?}", targets[e]),
+                reason: "x must be finite, weight in [0, 1], scale positive".into(),
+            });
+        }
+        Ok(CartPoleTarget {
+            episodes: EpisodeTracker::new(env.num_envs()),
+            env,
+            targets,
+            discarded: Vec::new(),
+        })
+    }
+}
+
+impl VecEnv for CartPoleTarget {
+    fn num_envs(&self) -> usize {
+        self.env.num_envs()
+    }
+
+    fn obs_dim(&self) -> usize {
+        OBS_DIM
+    }
+
+    fn num_actions(&self) -> usize {
+        NUM_ACTIONS
+    }
+
+    fn reset(&mut self, seed: u64, obs: &mut [f32]) -> Result<()> {
+        self.env.reset(seed, obs)?;
+        self.episodes.clear();
+        Ok(())
+    }
+
+    fn step(&mut self, actions: &[u32], out: &mut StepOut) -> Result<()> {
+        self.env.step(actions, out)?;
+        self.env.drain_episodes(&mut self.discarded);
+        self.discarded.clear();
+        for (e, &target) in self.targets.iter().enumerate() {
+            // After an episode end, obs already holds the next episode's start.
+            let x = if out.is_done(e) {
+                out.final_obs[e * OBS_DIM]
+            } else {
+                out.obs[e * OBS_DIM]
+            };
+            out.reward[e] = target.reward(f64::from(x)) as f32;
+        }
+        self.episodes
+            .record(&out.reward, &out.terminated, &out.truncated);
+        Ok(())
+    }
+
+    fn drain_episodes(&mut self, into: &mut Vec<EpisodeStats>) {
+        self.episodes.drain_into(into);
+    }
 }

@@ -308,7 +308,7 @@ pub fn meta_train(
         } else {
             meta.meta_lr
         };
-        outer.set_meta_lr(ctx, meta_lr);
+        outer.set_meta_lr(meta_lr);
         outer.run(ctx);
         done = i;
         last_returns = (first.flatten(), last.flatten());
