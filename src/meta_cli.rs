@@ -11,8 +11,8 @@ use ppo_wgpu::meta::config::split_sets;
 use ppo_wgpu::meta::eval::{adaptation_eval, plot_adaptation, write_report, AdaptationReport};
 use ppo_wgpu::meta::tasks::family_spec;
 use ppo_wgpu::meta::train::{
-    load_init, meta_train, MetaTrainOptions, META_CHECKPOINT_FILE, META_CONFIG_FILE,
-    MULTITASK_CHECKPOINT_FILE,
+    inner_config, load_init, meta_train, multitask_config, MetaTrainOptions, META_CHECKPOINT_FILE,
+    META_CONFIG_FILE, MULTITASK_CHECKPOINT_FILE,
 };
 use ppo_wgpu::meta::{MetaConfig, TaskFamily};
 use ppo_wgpu::ppo::trainer::initial_params;
@@ -110,6 +110,11 @@ pub fn meta_train_command(args: &MetaTrainArgs) -> Result<()> {
     let ppo = PpoConfig::resolve(Some(preset), args.config.as_deref(), &ppo_sets)?;
     let meta = MetaConfig::resolve(family, &meta_sets)?;
     // Every config error is reported before the adapter is touched.
+    family_spec(family, &ppo.hidden)?;
+    inner_config(&ppo, &meta)?;
+    if !args.no_baseline {
+        multitask_config(&ppo, &meta)?;
+    }
     let ctx = open_context(&args.adapter)?;
     eprintln!(
         "{} {}: {} outer steps x {} tasks x {} inner updates ({} envs x {} steps each), hidden {:?}",

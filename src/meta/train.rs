@@ -69,6 +69,13 @@ pub struct MetaTrainReport {
 
 /// The inner PPO config of `meta`'s population: M agents.
 pub fn inner_config(ppo: &PpoConfig, meta: &MetaConfig) -> Result<PpoConfig> {
+    if ppo.env_device != EnvDevice::Cpu {
+        return Err(Error::config(
+            "env_device",
+            "gpu",
+            "meta-train steps its task envs on the host (env_device = \"cpu\"); the device env is CartPole-v1 only",
+        ));
+    }
     let config = PpoConfig {
         num_agents: meta.meta_batch,
         ..ppo.clone()
@@ -203,13 +210,6 @@ pub fn meta_train(
     // Everything that can be refused is checked, and every GPU buffer is
     // allocated, before the first step.
     meta.validate()?;
-    if ppo.env_device != EnvDevice::Cpu {
-        return Err(Error::config(
-            "env_device",
-            "gpu",
-            "meta-train steps its task envs on the host (env_device = \"cpu\"); the device env is CartPole-v1 only",
-        ));
-    }
     let spec = family_spec(meta.family, &ppo.hidden)?;
     let inner = inner_config(ppo, meta)?;
     let (m_count, n, k_inner) = (meta.meta_batch, ppo.num_envs, meta.inner_updates);
