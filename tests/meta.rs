@@ -656,3 +656,39 @@ fn cartpole_target_rewards_the_distance_to_the_target() {
         CartPoleTarget::new(CartPole::new(CartPoleConfig::new(1, 1)).unwrap(), vec![]).is_err()
     );
 }
+
+#[test]
+fn diverging_meta_training_stops_with_the_last_good_theta_kept() {
+    let Some(ctx) = ctx() else { return };
+    let root = scratch_dir("nan");
+    let ppo = PpoConfig {
+        learning_rate: 1e30,
+        ..tiny_ppo()
+    };
+    let meta = MetaConfig {
+        meta_iterations: 4,
+        meta_batch: 2,
+        inner_updates: 2,
+        ..MetaConfig::for_family(TaskFamily::Nav)
+    };
+    let options = MetaTrainOptions {
+        runs_root: root.clone(),
+        ..Default::default()
+    };
+    let err = meta_train(&ppo, &meta, ctx, &options).unwrap_err();
+    assert!(matches!(err, Error::NonFinite { .. }), "{err}");
+    assert!(err.to_string().contains("is kept in"), "{err}");
+    let run = std::fs::read_dir(&root)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let spec = family_spec(meta.family, &ppo.hidden).unwrap();
+    let theta = load_init(&run.join(META_CHECKPOINT_FILE), &spec).unwrap();
+    assert_eq!(
+        theta,
+        initial_params(&spec, 1, ppo.seed),
+        "the kept θ is the start"
+    );
+}

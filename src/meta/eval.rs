@@ -298,6 +298,7 @@ pub fn plot_adaptation(report: &AdaptationReport, path: &Path) -> Result<()> {
         }
         chart
             .configure_series_labels()
+            .position(SeriesLabelPosition::LowerRight)
             .background_style(WHITE.mix(0.8))
             .border_style(BLACK)
             .draw()

@@ -272,8 +272,22 @@ pub fn meta_train(
     let mut env_steps = 0u64;
     let mut done = 0;
     let mut last_returns = (None, None);
+    let mut saved_at = 0;
     while done < meta.meta_iterations && !stopped() {
         let i = done + 1;
+        let annotate = |e: Error| {
+            match e {
+            Error::NonFinite { what, .. } => Error::NonFinite {
+                what,
+                iteration: i,
+                detail: format!(
+                    "meta-training stopped at this outer step; θ of outer step {saved_at} is kept in {} (lower learning_rate or meta_lr)",
+                    meta_path.display()
+                ),
+            },
+            other => other,
+        }
+        };
         let tasks = sample_tasks(meta, task_seed(ppo.seed, i), m_count);
         let env = make_env(
             meta.family,
@@ -289,7 +303,8 @@ pub fn meta_train(
         let mut last = None;
         for j in 0..k_inner {
             let key = (i * (k_inner + 1) + j) as u32;
-            let returns = ppo_iteration(ctx, &mut gpu, &mut inner_env, ppo.seed, key)?;
+            let returns =
+                ppo_iteration(ctx, &mut gpu, &mut inner_env, ppo.seed, key).map_err(annotate)?;
             let mean = finite_mean(returns.iter().flatten());
             first = first.or(Some(mean));
             last = Some(mean);
@@ -340,6 +355,7 @@ pub fn meta_train(
                 ppo,
                 i,
             )?;
+            saved_at = i;
         }
     }
     if let Some(bar) = &bar {
