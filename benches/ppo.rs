@@ -55,26 +55,17 @@ fn rollout_phase(ctx: &GpuContext, hidden: &[usize], agents: usize, num_envs: us
     let mut host_times = Vec::new();
     for iteration in 0..ROLLOUT_REPETITIONS as u32 {
         let start = Instant::now();
-        for step in 0..steps {
-            let key = SampleKey {
-                seed: 1,
-                iteration,
-                step: step as u32,
-            };
-            let actions = gpu.rollout_step(ctx, step, &obs, key).expect("step");
-            host.step(&actions, &mut out).expect("env step");
-            gpu.record_env_step(
-                ctx,
-                step,
-                &out.reward,
-                &out.terminated,
-                &out.truncated,
-                &out.final_obs,
-            )
-            .expect("record");
-            std::mem::swap(&mut obs, &mut out.obs);
-            host.drain_episodes(&mut episodes);
-        }
+        gpu.rollout_host(
+            ctx,
+            &mut host,
+            &mut obs,
+            &mut out,
+            1,
+            iteration,
+            &mut episodes,
+        )
+        .expect("rollout");
+        episodes.clear();
         host_times.push(start.elapsed().as_secs_f64());
     }
 

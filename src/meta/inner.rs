@@ -5,7 +5,6 @@
 use crate::env::{StepOut, VecEnv};
 use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
-use crate::ops::categorical::SampleKey;
 use crate::ppo::{permutations, PpoGpu};
 
 /// A [`VecEnv`] with its current observations, stepped by a [`PpoGpu`].
@@ -50,29 +49,18 @@ pub fn rollout(
             inner.env.num_envs(),
         ));
     }
+    gpu.rollout_host(
+        ctx,
+        inner.env.as_mut(),
+        &mut inner.obs,
+        &mut inner.out,
+        seed,
+        iteration,
+        &mut inner.finished,
+    )?;
     let mut returns = vec![Vec::new(); settings.num_agents];
-    for step in 0..settings.num_steps {
-        let key = SampleKey {
-            seed,
-            iteration,
-            step: step as u32,
-        };
-        let actions = gpu.rollout_step(ctx, step, &inner.obs, key)?;
-        inner.env.step(&actions, &mut inner.out)?;
-        let out = &inner.out;
-        gpu.record_env_step(
-            ctx,
-            step,
-            &out.reward,
-            &out.terminated,
-            &out.truncated,
-            &out.final_obs,
-        )?;
-        std::mem::swap(&mut inner.obs, &mut inner.out.obs);
-        inner.env.drain_episodes(&mut inner.finished);
-        for episode in inner.finished.drain(..) {
-            returns[episode.env / n].push(episode.episode_return);
-        }
+    for episode in inner.finished.drain(..) {
+        returns[episode.env / n].push(episode.episode_return);
     }
     Ok(returns)
 }

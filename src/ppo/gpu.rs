@@ -5,7 +5,7 @@
 //! one submission with only statistics read back.
 
 use crate::env::gpu_cartpole::{CartPoleStepBuffers, GpuCartPole};
-use crate::env::{EpisodeStats, NUM_ACTIONS, OBS_DIM};
+use crate::env::{EpisodeStats, StepOut, VecEnv, NUM_ACTIONS, OBS_DIM};
 use crate::error::{Error, Result};
 use crate::gpu::buffers::decode;
 use crate::gpu::{Dispatch, GpuBuffer, GpuContext, Readback};
@@ -558,6 +558,45 @@ impl PpoGpu {
         ctx.queue.submit([encoder.finish()]);
         let bytes = self.step_readback.read_bytes(ctx)?;
         Ok(decode(&bytes, 0, self.actions.len()))
+    }
+
+    /// A whole rollout on a host [`VecEnv`]: for each of the T steps,
+    /// [`PpoGpu::rollout_step`] on `obs` (sampling keyed by (seed,
+    /// iteration, step)), the env step into `out`, and
+    /// [`PpoGpu::record_env_step`]. `obs` ends as the observations after the
+    /// last step, the bootstrap input of [`PpoGpu::update`]; the episodes
+    /// that ended are appended to `finished`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn rollout_host(
+        &mut self,
+        ctx: &GpuContext,
+        env: &mut dyn VecEnv,
+        obs: &mut Vec<f32>,
+        out: &mut StepOut,
+        seed: u64,
+        iteration: u32,
+        finished: &mut Vec<EpisodeStats>,
+    ) -> Result<()> {
+        for step in 0..self.settings.num_steps {
+            let key = SampleKey {
+                seed,
+                iteration,
+                step: step as u32,
+            };
+            let actions = self.rollout_step(ctx, step, obs, key)?;
+            env.step(&actions, out)?;
+            self.record_env_step(
+                ctx,
+                step,
+                &out.reward,
+                &out.terminated,
+                &out.truncated,
+                &out.final_obs,
+            )?;
+            std::mem::swap(obs, &mut out.obs);
+            env.drain_episodes(finished);
+        }
+        Ok(())
     }
 
     /// Records what the envs returned for step `step`: rewards and flags

@@ -18,7 +18,6 @@ use crate::env::{CartPole, CartPoleConfig, CartPoleParams, GpuCartPole, StepOut,
 use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
 use crate::nn::init::init_mlp;
-use crate::ops::categorical::SampleKey;
 use crate::ops::ppo_loss::LossCoefs;
 use crate::ppo::gpu::{AgentUpdateStats, PpoGpu, UpdateSettings};
 use crate::ppo::net::ActorCriticSpec;
@@ -425,26 +424,16 @@ pub fn train(config: &PpoConfig, ctx: &GpuContext, options: &TrainOptions) -> Re
         let mut iteration_episodes: Vec<Vec<(f64, u32)>> = vec![Vec::new(); p_count];
         let next_obs = match &mut envs {
             Envs::Host { env, obs, out } => {
-                for step in 0..config.num_steps {
-                    global_step += n as u64;
-                    let key = SampleKey {
-                        seed: config.seed,
-                        iteration: iteration as u32,
-                        step: step as u32,
-                    };
-                    let actions = gpu.rollout_step(ctx, step, obs, key)?;
-                    env.step(&actions, out)?;
-                    gpu.record_env_step(
-                        ctx,
-                        step,
-                        &out.reward,
-                        &out.terminated,
-                        &out.truncated,
-                        &out.final_obs,
-                    )?;
-                    std::mem::swap(obs, &mut out.obs);
-                    env.drain_episodes(&mut finished);
-                }
+                global_step += (n * config.num_steps) as u64;
+                gpu.rollout_host(
+                    ctx,
+                    env,
+                    obs,
+                    out,
+                    config.seed,
+                    iteration as u32,
+                    &mut finished,
+                )?;
                 Some(obs.as_slice())
             }
             Envs::Device(env) => {
