@@ -81,6 +81,9 @@ struct BenchArgs {
     /// Cap on env steps per agent (keeps large populations short); 0 = the preset's.
     #[arg(long, default_value_t = 0)]
     max_timesteps: usize,
+    /// Where the envs run, comma-separated: cpu (host, f64), gpu (device kernel).
+    #[arg(long, default_value = "cpu")]
+    env_devices: String,
     /// Also write the table as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -358,6 +361,7 @@ fn eval(args: &EvalArgs) -> ppo_wgpu::Result<()> {
 struct BenchRow {
     adapter: String,
     preset: String,
+    env_device: ppo_wgpu::config::EnvDevice,
     num_agents: usize,
     num_envs: usize,
     num_steps: usize,
@@ -386,16 +390,20 @@ fn parse_list<T: std::str::FromStr>(flag: &str, value: &str) -> ppo_wgpu::Result
 fn bench(args: &BenchArgs) -> ppo_wgpu::Result<()> {
     let presets: Vec<String> = parse_list("--presets", &args.presets)?;
     let populations: Vec<usize> = parse_list("--agents", &args.agents)?;
+    let devices: Vec<String> = parse_list("--env-devices", &args.env_devices)?;
     let mut configs = Vec::new();
     for preset in &presets {
         for &agents in &populations {
-            let mut config = PpoConfig::preset(preset)?;
-            config.num_agents = agents;
-            if args.max_timesteps > 0 {
-                config.total_timesteps = config.total_timesteps.min(args.max_timesteps);
+            for device in &devices {
+                let sets = [format!("env_device={device}")];
+                let mut config = PpoConfig::resolve(Some(preset), None, &sets)?;
+                config.num_agents = agents;
+                if args.max_timesteps > 0 {
+                    config.total_timesteps = config.total_timesteps.min(args.max_timesteps);
+                }
+                config.validate()?;
+                configs.push((preset.clone(), config));
             }
-            config.validate()?;
-            configs.push((preset.clone(), config));
         }
     }
     let open_start = std::time::Instant::now();
@@ -408,8 +416,9 @@ fn bench(args: &BenchArgs) -> ppo_wgpu::Result<()> {
     let runs_root = std::env::temp_dir().join(format!("ppo-wgpu-bench-{}", std::process::id()));
     let mut rows = Vec::new();
     println!(
-        "{:<8} {:>6} {:>10} {:>8} {:>12} {:>12} {:>9} {:>10} {:>8}",
+        "{:<8} {:>4} {:>6} {:>10} {:>8} {:>12} {:>12} {:>9} {:>10} {:>8}",
         "preset",
+        "env",
         "agents",
         "envs×steps",
         "hidden",
@@ -446,6 +455,7 @@ fn bench(args: &BenchArgs) -> ppo_wgpu::Result<()> {
         let row = BenchRow {
             adapter: ctx.adapter.describe(),
             preset,
+            env_device: config.env_device,
             num_agents: config.num_agents,
             num_envs: config.num_envs,
             num_steps: config.num_steps,
@@ -458,8 +468,9 @@ fn bench(args: &BenchArgs) -> ppo_wgpu::Result<()> {
             wall_s: s.wall_s + startup_s,
         };
         println!(
-            "{:<8} {:>6} {:>10} {:>8} {:>12} {:>12.0} {:>9} {:>10.1} {:>8.1}",
+            "{:<8} {:>4} {:>6} {:>10} {:>8} {:>12} {:>12.0} {:>9} {:>10.1} {:>8.1}",
             row.preset,
+            format!("{:?}", row.env_device).to_lowercase(),
             row.num_agents,
             format!("{}×{}", row.num_envs, row.num_steps),
             format!("{:?}", row.hidden).replace(' ', ""),

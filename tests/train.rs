@@ -302,6 +302,40 @@ fn the_cli_names_bad_input_and_exits_nonzero() {
         "valid presets are listed"
     );
 
+    let refused: [(&[&str], &str); 3] = [
+        (&["bench", "--env-devices", "cpu,tpu"], "env_device"),
+        (
+            &[
+                "meta-train",
+                "--family",
+                "nav",
+                "--set",
+                "adapt_steps=[0,5,2]",
+            ],
+            "adapt_steps",
+        ),
+        (
+            &[
+                "meta-train",
+                "--family",
+                "cartpole",
+                "--set",
+                "force_mag=[15.0,5.0]",
+            ],
+            "force_mag",
+        ),
+    ];
+    for (args, field) in refused {
+        let out = binary().args(args).output().unwrap();
+        assert!(!out.status.success(), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(field), "{args:?}: {stderr}");
+        assert!(
+            !stderr.contains("adapter:"),
+            "{args:?}: refused only after opening the adapter: {stderr}"
+        );
+    }
+
     if ctx().is_some() {
         let out = binary()
             .args(["adapters", "--adapter", "no-such-gpu-anywhere"])
