@@ -450,7 +450,7 @@ impl PpoConfig {
 
 /// Env and experiment names become a folder name, so they must be a single
 /// plain path component.
-pub(crate) fn check_name(field: &str, value: &str) -> Result<()> {
+pub fn check_name(field: &str, value: &str) -> Result<()> {
     let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
     if value.is_empty() || !value.chars().all(plain) {
         return Err(Error::config(

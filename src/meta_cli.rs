@@ -21,8 +21,8 @@ use ppo_wgpu::{Error, Result};
 
 use crate::AdapterArgs;
 
-pub const ADAPTATION_JSON: &str = "adaptation.json";
-pub const ADAPTATION_SVG: &str = "adaptation.svg";
+/// Default name of the adaptation report (`adaptation.json`, `adaptation.svg`).
+pub const ADAPTATION_NAME: &str = "adaptation";
 
 #[derive(Args, Debug)]
 pub struct MetaTrainArgs {
@@ -65,6 +65,9 @@ pub struct MetaEvalArgs {
     /// Evaluation overrides: eval_tasks, eval_seed, adapt_steps, adapt_eval_episodes, greedy_eval.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     sets: Vec<String>,
+    /// Write NAME.json and NAME.svg in the run folder (keeps earlier reports).
+    #[arg(long, default_value = "adaptation")]
+    name: String,
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
@@ -164,6 +167,7 @@ pub fn meta_train_command(args: &MetaTrainArgs) -> Result<()> {
         &meta,
         !args.no_baseline,
         !args.quiet,
+        ADAPTATION_NAME,
     )
 }
 
@@ -216,13 +220,22 @@ pub fn meta_eval_command(args: &MetaEvalArgs) -> Result<()> {
         .try_into()
         .map_err(|e| Error::config("--set", "(meta-eval)", e.to_string()))?;
     meta.validate()?;
+    ppo_wgpu::config::check_name("--name", &args.name)?;
     let has_baseline = run.path().join(MULTITASK_CHECKPOINT_FILE).exists();
     let ctx = open_context(&args.adapter)?;
-    evaluate_run(&ctx, run.path(), &ppo, &meta, has_baseline, !args.quiet)
+    evaluate_run(
+        &ctx,
+        run.path(),
+        &ppo,
+        &meta,
+        has_baseline,
+        !args.quiet,
+        &args.name,
+    )
 }
 
 /// Adapts meta, scratch (and multi-task) initializations on the held-out
-/// tasks; writes adaptation.json and adaptation.svg and prints the table.
+/// tasks; writes `{name}.json` and `{name}.svg` and prints the table.
 fn evaluate_run(
     ctx: &GpuContext,
     run: &Path,
@@ -230,6 +243,7 @@ fn evaluate_run(
     meta: &MetaConfig,
     with_baseline: bool,
     progress: bool,
+    name: &str,
 ) -> Result<()> {
     let spec = family_spec(meta.family, &ppo.hidden)?;
     let mut inits = vec![(
@@ -244,14 +258,14 @@ fn evaluate_run(
         ));
     }
     let report = adaptation_eval(ctx, ppo, meta, &inits, progress)?;
-    write_report(&run.join(ADAPTATION_JSON), &report)?;
-    plot_adaptation(&report, &run.join(ADAPTATION_SVG))?;
-    print_table(&report);
-    println!(
-        "wrote {} and {}",
-        run.join(ADAPTATION_JSON).display(),
-        run.join(ADAPTATION_SVG).display()
+    let (json, svg) = (
+        run.join(format!("{name}.json")),
+        run.join(format!("{name}.svg")),
     );
+    write_report(&json, &report)?;
+    plot_adaptation(&report, &svg)?;
+    print_table(&report);
+    println!("wrote {} and {}", json.display(), svg.display());
     Ok(())
 }
 
