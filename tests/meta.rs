@@ -376,7 +376,7 @@ fn meta_batch_beyond_the_adapter_is_refused_before_any_work() {
 
 #[test]
 fn bad_meta_configs_are_refused_naming_the_field() {
-    let cases: [(&str, toml::Value, &str); 6] = [
+    let cases: [(&str, toml::Value, &str); 7] = [
         ("length", toml::Value::Array(vec![]), "empty range"),
         (
             "force_mag",
@@ -394,6 +394,7 @@ fn bad_meta_configs_are_refused_naming_the_field() {
             "increase",
         ),
         ("meta_batch", toml::Value::Integer(0), "at least 1"),
+        ("action_preference", toml::Value::Float(-0.5), "[0, 1]"),
         ("flip_probability", toml::Value::Float(1.5), "[0, 1]"),
     ];
     for (key, value, reason) in cases {
@@ -580,34 +581,34 @@ fn cartpole_target_rewards_the_distance_to_the_target() {
     use ppo_wgpu::meta::Target;
     let config = CartPoleConfig {
         max_episode_steps: 5,
-        ..CartPoleConfig::new(1, 3)
+        ..CartPoleConfig::new(1, 4)
+    };
+    let position = |x: f64, weight: f64, scale: f64| Target {
+        x,
+        weight,
+        scale,
+        ..Target::NONE
     };
     let targets = [
+        position(1.0, 1.0, 2.0),
+        position(-0.5, 0.5, 0.5),
+        position(0.0, 0.5, 0.5),
+        // Half the reward for pushing right (action 1), none from the position.
         Target {
-            x: 1.0,
-            weight: 1.0,
-            scale: 2.0,
-        },
-        Target {
-            x: -0.5,
-            weight: 0.5,
-            scale: 0.5,
-        },
-        Target {
-            x: 0.0,
-            weight: 0.5,
-            scale: 0.5,
+            preferred_action: 1,
+            preference: 0.5,
+            ..Target::NONE
         },
     ];
     let mut plain = CartPole::new(config.clone()).unwrap();
     let mut env = CartPoleTarget::new(CartPole::new(config).unwrap(), targets.to_vec()).unwrap();
-    let mut out = StepOut::new(3, OBS_DIM);
-    let mut plain_out = StepOut::new(3, OBS_DIM);
+    let mut out = StepOut::new(4, OBS_DIM);
+    let mut plain_out = StepOut::new(4, OBS_DIM);
     env.reset(4, &mut out.obs).unwrap();
     plain.reset(4, &mut plain_out.obs).unwrap();
-    let mut returns = [0.0f64; 3];
+    let mut returns = [0.0f64; 4];
     for step in 0..5 {
-        let actions = [1, 0, step % 2];
+        let actions = [1, 0, step % 2, step % 2];
         env.step(&actions, &mut out).unwrap();
         plain.step(&actions, &mut plain_out).unwrap();
         // Same dynamics and flags as CartPole; only the reward differs.
@@ -621,20 +622,22 @@ fn cartpole_target_rewards_the_distance_to_the_target() {
                 out.obs[e * OBS_DIM]
             } as f64;
             let position = (1.0 - (x - target.x).abs() / target.scale).max(0.0);
-            let want = (1.0 - target.weight) + target.weight * position;
+            let position = (1.0 - target.weight) + target.weight * position;
+            let preferred = f64::from(u8::from(actions[e] == target.preferred_action));
+            let want = (1.0 - target.preference) * position + target.preference * preferred;
             assert!(
                 (out.reward[e] as f64 - want).abs() < 1e-6,
                 "env {e}: {} vs {want}",
                 out.reward[e]
             );
-            assert!((target.reward(x) - want).abs() < 1e-12);
+            assert!((target.reward(x, actions[e]) - want).abs() < 1e-12);
             returns[e] += out.reward[e] as f64;
         }
     }
-    assert_eq!(out.truncated, [1, 1, 1]);
+    assert_eq!(out.truncated, [1, 1, 1, 1]);
     let mut episodes = Vec::new();
     env.drain_episodes(&mut episodes);
-    assert_eq!(episodes.len(), 3);
+    assert_eq!(episodes.len(), 4);
     for episode in episodes {
         assert!((episode.episode_return - returns[episode.env]).abs() < 1e-5);
         assert_eq!(episode.length, 5);
@@ -645,13 +648,22 @@ fn cartpole_target_rewards_the_distance_to_the_target() {
     assert!(returns[0] > 2.4 && returns[0] < 2.6, "{returns:?}");
     assert!(returns[1] > 2.5 && returns[1] < 3.0, "{returns:?}");
     assert!(returns[2] > 4.7, "{returns:?}");
-    let bad = Target {
-        x: 0.0,
-        weight: 1.5,
-        scale: 1.0,
-    };
-    let err = CartPoleTarget::new(CartPole::new(CartPoleConfig::new(1, 1)).unwrap(), vec![bad]);
-    assert!(err.is_err());
+    // Pushes right at steps 1 and 3: 2 × 1 + 3 × 0.5.
+    assert!((returns[3] - 3.5).abs() < 1e-6, "{returns:?}");
+    for bad in [
+        position(0.0, 1.5, 1.0),
+        Target {
+            preference: 2.0,
+            ..Target::NONE
+        },
+        Target {
+            preferred_action: 2,
+            ..Target::NONE
+        },
+    ] {
+        let env = CartPole::new(CartPoleConfig::new(1, 1)).unwrap();
+        assert!(CartPoleTarget::new(env, vec![bad]).is_err(), "{bad:?}");
+    }
     assert!(
         CartPoleTarget::new(CartPole::new(CartPoleConfig::new(1, 1)).unwrap(), vec![]).is_err()
     );

@@ -8,7 +8,7 @@ use super::outer::MetaMethod;
 use crate::error::{Error, Result};
 
 /// Every key of [`MetaConfig`], in struct order.
-pub const META_FIELD_NAMES: [&str; 27] = [
+pub const META_FIELD_NAMES: [&str; 28] = [
     "family",
     "method",
     "meta_iterations",
@@ -33,6 +33,7 @@ pub const META_FIELD_NAMES: [&str; 27] = [
     "target_distance",
     "target_weight",
     "target_scale",
+    "action_preference",
     "goal_shape",
     "goal_range",
     "goal_radius",
@@ -114,6 +115,9 @@ pub struct MetaConfig {
     pub target_distance: Vec<f64>,
     pub target_weight: f64,
     pub target_scale: f64,
+    /// CartPole: share of each step's reward paid for using the task's
+    /// preferred action (drawn per task; unobserved), 0 for none.
+    pub action_preference: f64,
     /// Nav: where goals lie. `circle` (default): at a distance drawn from
     /// `goal_radius` in a uniform direction, so every task's goal is equally
     /// far and the spread of returns across tasks measures adaptation, not
@@ -161,6 +165,7 @@ impl Default for MetaConfig {
             target_distance: vec![0.5, 0.5],
             target_weight: 0.5,
             target_scale: 0.5,
+            action_preference: 0.0,
             goal_shape: GoalShape::Circle,
             goal_range: vec![-0.5, 0.5],
             goal_radius: vec![0.5, 0.5],
@@ -249,6 +254,13 @@ impl MetaConfig {
                 "target_distance",
                 format!("{:?}", self.target_distance),
                 "must lie in [0, 2.4), inside CartPole's track",
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.action_preference) {
+            return Err(Error::config(
+                "action_preference",
+                self.action_preference,
+                "must be in [0, 1]",
             ));
         }
         if !(0.0..=1.0).contains(&self.target_weight) {

@@ -11,23 +11,45 @@ use crate::env::{
 use crate::error::{Error, Result};
 use crate::ppo::ActorCriticSpec;
 
-/// The reward of a CartPole task with a target position:
-/// `(1 - weight) + weight * max(0, 1 - |x - x_target| / scale)` per step.
+/// The reward of a CartPole task with a target position and a preferred
+/// action: `(1 - preference) * position + preference * [action == preferred]`
+/// per step, where `position = (1 - weight) + weight * max(0, 1 - |x -
+/// x_target| / scale)`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Target {
     /// Where the cart should balance (m).
     pub x: f64,
-    /// Share of the reward that depends on the position; the rest is
-    /// CartPole's reward for staying up.
+    /// Share of the position term that depends on the position; the rest
+    /// is CartPole's reward for staying up.
     pub weight: f64,
     /// Distance from the target at which the position reward reaches 0 (m).
     pub scale: f64,
+    /// The action the task rewards using.
+    pub preferred_action: u32,
+    /// Share of the reward paid for using `preferred_action` (0: none).
+    pub preference: f64,
 }
 
 impl Target {
-    /// The reward of a step that leaves the cart at `x`.
-    pub fn reward(&self, x: f64) -> f64 {
-        (1.0 - self.weight) + self.weight * (1.0 - (x - self.x).abs() / self.scale).max(0.0)
+    /// CartPole's own reward: 1 per step.
+    pub const NONE: Target = Target {
+        x: 0.0,
+        weight: 0.0,
+        scale: 1.0,
+        preferred_action: 0,
+        preference: 0.0,
+    };
+
+    /// The reward of a step that took `action` and left the cart at `x`.
+    pub fn reward(&self, x: f64, action: u32) -> f64 {
+        let position =
+            (1.0 - self.weight) + self.weight * (1.0 - (x - self.x).abs() / self.scale).max(0.0);
+        let preferred = if action == self.preferred_action {
+            1.0
+        } else {
+            0.0
+        };
+        (1.0 - self.preference) * position + self.preference * preferred
     }
 }
 
@@ -65,6 +87,12 @@ pub fn sample_tasks(config: &MetaConfig, seed: u64, count: usize) -> Vec<Task> {
                 let flip = draw(&[0.0, 1.0]) < config.flip_probability;
                 let distance = draw(&config.target_distance);
                 let side = if draw(&[0.0, 1.0]) < 0.5 { -1.0 } else { 1.0 };
+                // Drawn only when used, so other settings keep their task sequences.
+                let preferred_action = if config.action_preference > 0.0 {
+                    u32::from(draw(&[0.0, 1.0]) < 0.5)
+                } else {
+                    0
+                };
                 Task::Cartpole {
                     physics: CartPoleParams {
                         gravity,
@@ -75,11 +103,19 @@ pub fn sample_tasks(config: &MetaConfig, seed: u64, count: usize) -> Vec<Task> {
                         tau,
                         polarity: if flip { -1.0 } else { 1.0 },
                     },
-                    target: config.target_reward.then_some(Target {
-                        x: side * distance,
-                        weight: config.target_weight,
-                        scale: config.target_scale,
-                    }),
+                    target: (config.target_reward || config.action_preference > 0.0).then_some(
+                        Target {
+                            x: side * distance,
+                            weight: if config.target_reward {
+                                config.target_weight
+                            } else {
+                                0.0
+                            },
+                            scale: config.target_scale,
+                            preferred_action,
+                            preference: config.action_preference,
+                        },
+                    ),
                 }
             }
             TaskFamily::Nav => match config.goal_shape {
@@ -137,12 +173,7 @@ pub fn make_env(
             if targets.iter().all(Option::is_none) {
                 Ok(Box::new(env))
             } else {
-                let plain = Target {
-                    x: 0.0,
-                    weight: 0.0,
-                    scale: 1.0,
-                };
-                let targets = targets.iter().map(|t| t.unwrap_or(plain)).collect();
+                let targets = targets.iter().map(|t| t.unwrap_or(Target::NONE)).collect();
                 Ok(Box::new(CartPoleTarget::new(env, targets)?))
             }
         }
@@ -197,13 +228,15 @@ impl CartPoleTarget {
                 && (0.0..=1.0).contains(&t.weight)
                 && t.scale.is_finite()
                 && t.scale > 0.0
+                && (0.0..=1.0).contains(&t.preference)
+                && (t.preferred_action as usize) < NUM_ACTIONS
         };
         if let Some(e) = targets.iter().position(|t| !valid(t)) {
             return Err(Error::InvalidEnv {
                 index: e,
                 field: "target".into(),
                 value: format!("{:?}", targets[e]),
-                reason: "x must be finite, weight in [0, 1], scale positive".into(),
+                reason: "x must be finite, weight and preference in [0, 1], scale positive, preferred_action 0 or 1".into(),
             });
         }
         Ok(CartPoleTarget {
@@ -245,7 +278,7 @@ impl VecEnv for CartPoleTarget {
             } else {
                 out.obs[e * OBS_DIM]
             };
-            out.reward[e] = target.reward(f64::from(x)) as f32;
+            out.reward[e] = target.reward(f64::from(x), actions[e]) as f32;
         }
         self.episodes
             .record(&out.reward, &out.terminated, &out.truncated);
