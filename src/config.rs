@@ -415,18 +415,8 @@ impl PpoConfig {
                 reason: e.to_string(),
             })?;
             for (key, value) in file {
-                apply_override(&mut table, key, value).map_err(|e| match e {
-                    Error::InvalidConfig {
-                        field,
-                        value,
-                        reason,
-                    } => Error::InvalidConfig {
-                        field,
-                        value,
-                        reason: format!("{reason} (in {})", path.display()),
-                    },
-                    other => other,
-                })?;
+                apply_override(&mut table, key, value)
+                    .map_err(|e| e.with_note(format_args!("in {}", path.display())))?;
             }
         }
         for item in sets {

@@ -101,6 +101,23 @@ impl Error {
         }
     }
 
+    /// An [`Error::InvalidConfig`] with `note` appended to its reason (where
+    /// the value came from); other errors unchanged.
+    pub fn with_note(self, note: impl std::fmt::Display) -> Self {
+        match self {
+            Error::InvalidConfig {
+                field,
+                value,
+                reason,
+            } => Error::InvalidConfig {
+                field,
+                value,
+                reason: format!("{reason} ({note})"),
+            },
+            other => other,
+        }
+    }
+
     /// Shorthand for [`Error::ShapeMismatch`].
     pub fn shape(op: &str, tensor: &str, expected: usize, got: usize) -> Self {
         Error::ShapeMismatch {

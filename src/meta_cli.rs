@@ -211,15 +211,7 @@ pub fn meta_eval_command(args: &MetaEvalArgs) -> Result<()> {
             ),
         ));
     }
-    let mut table = toml::Table::try_from(&saved)
-        .map_err(|e| Error::config("meta config", "(saved)", e.to_string()))?;
-    for (key, value) in meta_sets {
-        table.insert(key, value);
-    }
-    let meta: MetaConfig = table
-        .try_into()
-        .map_err(|e| Error::config("--set", "(meta-eval)", e.to_string()))?;
-    meta.validate()?;
+    let meta = saved.with_sets(&meta_sets)?;
     ppo_wgpu::config::check_name("--name", &args.name)?;
     let has_baseline = run.path().join(MULTITASK_CHECKPOINT_FILE).exists();
     let ctx = open_context(&args.adapter)?;

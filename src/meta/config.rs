@@ -304,9 +304,15 @@ impl MetaConfig {
     /// Defaults of `family`, then `--set key=value` items naming
     /// [`META_FIELD_NAMES`]; validated.
     pub fn resolve(family: TaskFamily, sets: &[MetaSet]) -> Result<MetaConfig> {
-        let base = MetaConfig::for_family(family);
-        let mut table = toml::Table::try_from(&base)
-            .map_err(|e| Error::config("meta config", family.name(), e.to_string()))?;
+        MetaConfig::for_family(family).with_sets(sets)
+    }
+
+    /// This config with `sets` applied (each key and value type checked on
+    /// its own, so an error names it), then validated. Choosing `fomaml`
+    /// without a `meta_lr` takes [`FOMAML_META_LR`].
+    pub fn with_sets(&self, sets: &[MetaSet]) -> Result<MetaConfig> {
+        let mut table = toml::Table::try_from(self)
+            .map_err(|e| Error::config("meta config", "(serialize)", e.to_string()))?;
         for (key, value) in sets {
             if !META_FIELD_NAMES.contains(&key.as_str()) {
                 return Err(Error::config(
@@ -328,7 +334,8 @@ impl MetaConfig {
         let mut config: MetaConfig = table
             .try_into()
             .map_err(|e| Error::config("meta config", "(merged)", e.to_string()))?;
-        if config.method == MetaMethod::Fomaml && !sets.iter().any(|(k, _)| k == "meta_lr") {
+        let sets_key = |name: &str| sets.iter().any(|(k, _)| k == name);
+        if sets_key("method") && config.method == MetaMethod::Fomaml && !sets_key("meta_lr") {
             config.meta_lr = FOMAML_META_LR;
         }
         config.validate()?;

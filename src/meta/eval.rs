@@ -11,7 +11,7 @@ use plotters::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::config::MetaConfig;
-use super::inner::{ppo_iteration, InnerEnv};
+use super::inner::{ppo_iteration, progress_bar, InnerEnv};
 use super::tasks::{family_spec, make_env, repeat_tasks, sample_tasks};
 use crate::config::PpoConfig;
 use crate::error::{Error, Result};
@@ -121,27 +121,11 @@ pub fn adaptation_eval(
     let tasks = sample_tasks(meta, meta.eval_seed, e_count);
     let k_max = *meta.adapt_steps.last().unwrap_or(&0);
     let episodes = meta.adapt_eval_episodes;
-    let bar = progress.then(|| {
-        let bar = indicatif::ProgressBar::new((inits.len() * (k_max + 1)) as u64);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "meta-eval {elapsed_precise} [{bar:30}] {pos}/{len} updates  {msg}",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-            .progress_chars("=> "),
-        );
-        bar
-    });
+    let bar = progress_bar(progress, inits.len() * (k_max + 1), "meta-eval", " updates");
     let start = std::time::Instant::now();
     let mut curves = Vec::new();
     for (name, theta) in inits {
-        let broadcast: Vec<f32> = theta
-            .iter()
-            .copied()
-            .cycle()
-            .take(theta.len() * e_count)
-            .collect();
-        gpu.set_params(ctx, &broadcast)?;
+        gpu.set_params(ctx, &theta.repeat(e_count))?;
         gpu.reset_optimizer(ctx)?;
         gpu.set_learning_rates(&vec![ppo.learning_rate; e_count])?;
         let env = make_env(

@@ -39,13 +39,12 @@ pub fn rollout(
     seed: u64,
     iteration: u32,
 ) -> Result<Vec<Vec<f64>>> {
-    let settings = gpu.settings().clone();
-    let n = settings.envs_per_agent;
-    if inner.env.num_envs() != settings.num_agents * n {
+    let (num_agents, n) = (gpu.settings().num_agents, gpu.settings().envs_per_agent);
+    if inner.env.num_envs() != num_agents * n {
         return Err(Error::shape(
             "meta rollout",
             "envs",
-            settings.num_agents * n,
+            num_agents * n,
             inner.env.num_envs(),
         ));
     }
@@ -58,7 +57,7 @@ pub fn rollout(
         iteration,
         &mut inner.finished,
     )?;
-    let mut returns = vec![Vec::new(); settings.num_agents];
+    let mut returns = vec![Vec::new(); num_agents];
     for episode in inner.finished.drain(..) {
         returns[episode.env / n].push(episode.episode_return);
     }
@@ -101,4 +100,25 @@ pub fn finite_mean<'a>(values: impl IntoIterator<Item = &'a f64>) -> Option<f64>
         .filter(|v| v.is_finite())
         .fold((0.0, 0usize), |(s, c), v| (s + v, c + 1));
     (count > 0).then(|| sum / count as f64)
+}
+
+/// A progress bar on stderr (None when `show` is false): `prefix`, elapsed
+/// time, `pos/len` followed by `unit`, and a message.
+pub(crate) fn progress_bar(
+    show: bool,
+    len: usize,
+    prefix: &str,
+    unit: &str,
+) -> Option<indicatif::ProgressBar> {
+    show.then(|| {
+        let bar = indicatif::ProgressBar::new(len as u64);
+        let template =
+            format!("{prefix:>10} {{elapsed_precise}} [{{bar:30}}] {{pos}}/{{len}}{unit}  {{msg}}");
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(&template)
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        bar
+    })
 }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::config::MetaConfig;
-use super::inner::{finite_mean, ppo_iteration, rollout, InnerEnv};
+use super::inner::{finite_mean, ppo_iteration, progress_bar, rollout, InnerEnv};
 use super::outer::{MetaMethod, OuterStep};
 use super::tasks::{family_spec, make_env, repeat_tasks, sample_tasks};
 use crate::config::{EnvDevice, PpoConfig};
@@ -53,6 +53,12 @@ pub struct MetaTrainOptions {
     pub baseline: bool,
 }
 
+impl MetaTrainOptions {
+    fn stop_requested(&self) -> bool {
+        self.stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst))
+    }
+}
+
 /// What `meta_train` produced.
 #[derive(Clone, Debug)]
 pub struct MetaTrainReport {
@@ -80,20 +86,11 @@ pub fn inner_config(ppo: &PpoConfig, meta: &MetaConfig) -> Result<PpoConfig> {
         num_agents: meta.meta_batch,
         ..ppo.clone()
     };
-    config.validate().map_err(|e| match e {
-        Error::InvalidConfig {
-            field,
-            value,
-            reason,
-        } => Error::InvalidConfig {
-            field,
-            value,
-            reason: format!(
-                "{reason} (with num_agents = meta_batch = {})",
-                meta.meta_batch
-            ),
-        },
-        other => other,
+    config.validate().map_err(|e| {
+        e.with_note(format_args!(
+            "with num_agents = meta_batch = {}",
+            meta.meta_batch
+        ))
     })?;
     Ok(config)
 }
@@ -123,20 +120,6 @@ fn max_steps(ppo: &PpoConfig) -> Result<u32> {
 fn task_seed(seed: u64, i: usize) -> u64 {
     seed.wrapping_mul(0x9E37_79B9_7F4A_7C15)
         .wrapping_add(i as u64)
-}
-
-fn progress_bar(show: bool, len: usize, what: &str) -> Option<indicatif::ProgressBar> {
-    show.then(|| {
-        let bar = indicatif::ProgressBar::new(len as u64);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(&format!(
-                "{what:>10} {{elapsed_precise}} [{{bar:30}}] {{pos}}/{{len}}  {{msg}}"
-            ))
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-            .progress_chars("=> "),
-        );
-        bar
-    })
 }
 
 fn fmt_return(value: Option<f64>) -> String {
@@ -250,30 +233,27 @@ pub fn meta_train(
         meta.to_toml()?.as_bytes(),
     )?;
     let meta_path = run.path().join(META_CHECKPOINT_FILE);
-    save_init(&meta_path, &spec, &theta0, "meta", meta, ppo, 0)?;
+    let save_theta = |outer: &OuterStep, meta_iteration: usize| {
+        let theta = outer.theta.read(ctx)?;
+        save_init(&meta_path, &spec, &theta, "meta", meta, ppo, meta_iteration)
+    };
+    save_theta(&outer, 0)?;
     let mut csv = MetricsCsv::create(&run.path().join(META_METRICS_FILE), &META_METRICS_COLUMNS)?;
 
-    let broadcast: Vec<f32> = theta0
-        .iter()
-        .copied()
-        .cycle()
-        .take(theta0.len() * m_count)
-        .collect();
-    gpu.set_params(ctx, &broadcast)?;
-    let stopped = || {
-        options
-            .stop
-            .as_ref()
-            .is_some_and(|s| s.load(Ordering::SeqCst))
-    };
-    let bar = progress_bar(options.progress, meta.meta_iterations, meta.method.name());
+    gpu.set_params(ctx, &theta0.repeat(m_count))?;
+    let bar = progress_bar(
+        options.progress,
+        meta.meta_iterations,
+        meta.method.name(),
+        "",
+    );
     let start = Instant::now();
     let rollout_steps = (ppo.num_steps * n * m_count) as u64;
     let mut env_steps = 0u64;
     let mut done = 0;
     let mut last_returns = (None, None);
     let mut saved_at = 0;
-    while done < meta.meta_iterations && !stopped() {
+    while done < meta.meta_iterations && !options.stop_requested() {
         let i = done + 1;
         let annotate = |e: Error| {
             match e {
@@ -346,30 +326,14 @@ pub fn meta_train(
             ));
         }
         if meta.meta_checkpoint_every > 0 && i % meta.meta_checkpoint_every == 0 {
-            save_init(
-                &meta_path,
-                &spec,
-                &outer.theta.read(ctx)?,
-                "meta",
-                meta,
-                ppo,
-                i,
-            )?;
+            save_theta(&outer, i)?;
             saved_at = i;
         }
     }
     if let Some(bar) = &bar {
         bar.finish();
     }
-    save_init(
-        &meta_path,
-        &spec,
-        &outer.theta.read(ctx)?,
-        "meta",
-        meta,
-        ppo,
-        done,
-    )?;
+    save_theta(&outer, done)?;
     let meta_wall_s = start.elapsed().as_secs_f64();
     let interrupted = done < meta.meta_iterations;
 
@@ -416,17 +380,13 @@ fn train_multitask(
     let cartpole_steps = max_steps(ppo)?;
     gpu.set_params(ctx, theta0)?;
     let path = run.path().join(MULTITASK_CHECKPOINT_FILE);
-    let bar = progress_bar(options.progress, meta.meta_iterations, "multitask");
+    let bar = progress_bar(options.progress, meta.meta_iterations, "multitask", "");
     let start = Instant::now();
     let total = meta.meta_iterations * k_inner;
     let rollout_steps = (mt.num_steps * mt.num_envs) as u64;
     let mut env_steps = 0u64;
     for i in 1..=meta.meta_iterations {
-        if options
-            .stop
-            .as_ref()
-            .is_some_and(|s| s.load(Ordering::SeqCst))
-        {
+        if options.stop_requested() {
             break;
         }
         let tasks = sample_tasks(meta, task_seed(ppo.seed, i), m_count);
