@@ -18,8 +18,8 @@ use ppo_wgpu::meta::train::{
     MULTITASK_CHECKPOINT_FILE,
 };
 use ppo_wgpu::meta::{
-    outer_step_cpu, sample_tasks, MetaAdamState, MetaConfig, MetaMethod, OuterStep, Task,
-    TaskFamily,
+    outer_step_cpu, sample_tasks, MetaAdamState, MetaConfig, MetaMethod, OuterStep, TargetKind,
+    Task, TaskFamily,
 };
 use ppo_wgpu::ppo::trainer::{initial_params, update_settings};
 use ppo_wgpu::ppo::PpoGpu;
@@ -210,7 +210,7 @@ fn tiny_meta_training_outer_step_matches_reference() {
         let mut adam = MetaAdamState::default();
         for outer_iteration in 0..2u32 {
             let tasks = sample_tasks(&meta, 11 + outer_iteration as u64, 3);
-            let env = make_env(meta.family, &repeat_tasks(&tasks, 2), 3, 2, 500).unwrap();
+            let env = make_env(&meta, &repeat_tasks(&tasks, 2), 3, 2, 500).unwrap();
             let mut inner = InnerEnv::new(env, 5).unwrap();
             gpu.reset_optimizer(ctx).unwrap();
             gpu.set_learning_rates(&[0.01; 3]).unwrap();
@@ -376,7 +376,7 @@ fn meta_batch_beyond_the_adapter_is_refused_before_any_work() {
 
 #[test]
 fn bad_meta_configs_are_refused_naming_the_field() {
-    let cases: [(&str, toml::Value, &str); 7] = [
+    let cases: [(&str, toml::Value, &str); 10] = [
         ("length", toml::Value::Array(vec![]), "empty range"),
         (
             "force_mag",
@@ -396,6 +396,17 @@ fn bad_meta_configs_are_refused_naming_the_field() {
         ("meta_batch", toml::Value::Integer(0), "at least 1"),
         ("action_preference", toml::Value::Float(-0.5), "[0, 1]"),
         ("flip_probability", toml::Value::Float(1.5), "[0, 1]"),
+        (
+            "target_speed",
+            toml::Value::try_from(vec![-0.2, 0.2]).unwrap(),
+            "must not be negative",
+        ),
+        ("target_kind", "speed".into(), "unknown variant"),
+        (
+            "x_threshold",
+            toml::Value::Float(0.0),
+            "finite and positive",
+        ),
     ];
     for (key, value, reason) in cases {
         let err = MetaConfig::resolve(TaskFamily::Cartpole, &[(key.to_string(), value.clone())])
@@ -439,7 +450,10 @@ fn bad_meta_configs_are_refused_naming_the_field() {
 
 #[test]
 fn tasks_are_seeded_and_inside_their_ranges() {
-    let meta = MetaConfig::for_family(TaskFamily::Cartpole);
+    let meta = MetaConfig {
+        flip_probability: 0.5,
+        ..MetaConfig::for_family(TaskFamily::Cartpole)
+    };
     let tasks = sample_tasks(&meta, 3, 400);
     assert_eq!(tasks, sample_tasks(&meta, 3, 400));
     assert_ne!(tasks, sample_tasks(&meta, 4, 400));
@@ -456,8 +470,9 @@ fn tasks_are_seeded_and_inside_their_ranges() {
         flipped += (p.polarity == -1.0) as usize;
         assert!(p.polarity.abs() == 1.0);
         let target = target.expect("target_reward is on by default");
-        assert_eq!(target.x.abs(), 0.5, "{target:?}");
-        left += usize::from(target.x < 0.0);
+        assert_eq!(target.goal.abs(), 0.2, "{target:?}");
+        assert_eq!(target.kind, TargetKind::Velocity);
+        left += usize::from(target.goal < 0.0);
     }
     assert!(
         (150..=250).contains(&left),
@@ -472,6 +487,25 @@ fn tasks_are_seeded_and_inside_their_ranges() {
     assert!(sample_tasks(&never, 3, 100)
         .iter()
         .all(|t| matches!(t, Task::Cartpole { physics: p, .. } if p.polarity == 1.0)));
+    let position = MetaConfig {
+        target_kind: TargetKind::Position,
+        target_distance: vec![0.1, 0.3],
+        ..MetaConfig::for_family(TaskFamily::Cartpole)
+    };
+    let mut right = 0;
+    for task in sample_tasks(&position, 5, 200) {
+        let Task::Cartpole {
+            target: Some(target),
+            ..
+        } = task
+        else {
+            panic!("no target: {task:?}")
+        };
+        assert_eq!(target.kind, TargetKind::Position);
+        assert!((0.1..=0.3).contains(&target.goal.abs()), "{target:?}");
+        right += usize::from(target.goal > 0.0);
+    }
+    assert!((60..=140).contains(&right), "{right} of 200 to the right");
     let nav = MetaConfig {
         goal_shape: GoalShape::Square,
         ..MetaConfig::for_family(TaskFamily::Nav)
@@ -575,16 +609,42 @@ fn confidence_intervals() {
 }
 
 #[test]
+fn x_threshold_sets_the_cartpole_track() {
+    let tasks = sample_tasks(&MetaConfig::for_family(TaskFamily::Cartpole), 2, 4);
+    let mut terminated = Vec::new();
+    for x_threshold in [2.4, 1e-4] {
+        let meta = MetaConfig {
+            x_threshold,
+            ..MetaConfig::for_family(TaskFamily::Cartpole)
+        };
+        let mut env = make_env(&meta, &tasks, 4, 1, 500).unwrap();
+        let mut out = StepOut::new(4, env.obs_dim());
+        env.reset(7, &mut out.obs).unwrap();
+        env.step(&[0, 1, 0, 1], &mut out).unwrap();
+        terminated.push(out.terminated.clone());
+    }
+    // Resets lie in ±0.05: on Gymnasium's track the first step ends
+    // nothing, on a 0.1 mm one every episode.
+    assert_eq!(terminated, [vec![0; 4], vec![1; 4]]);
+    // A position target must lie on the track; a velocity target has none.
+    let short = ("x_threshold".to_string(), toml::Value::Float(0.4));
+    let position = ("target_kind".to_string(), toml::Value::from("position"));
+    let err = MetaConfig::resolve(TaskFamily::Cartpole, &[short.clone(), position]).unwrap_err();
+    assert!(err.to_string().contains("target_distance"), "{err}");
+    assert!(MetaConfig::resolve(TaskFamily::Cartpole, &[short]).is_ok());
+}
+
+#[test]
 fn cartpole_target_rewards_the_distance_to_the_target() {
     use ppo_wgpu::env::{CartPole, CartPoleConfig, OBS_DIM};
     use ppo_wgpu::meta::tasks::CartPoleTarget;
     use ppo_wgpu::meta::Target;
     let config = CartPoleConfig {
         max_episode_steps: 5,
-        ..CartPoleConfig::new(1, 4)
+        ..CartPoleConfig::new(1, 5)
     };
-    let position = |x: f64, weight: f64, scale: f64| Target {
-        x,
+    let position = |goal: f64, weight: f64, scale: f64| Target {
+        goal,
         weight,
         scale,
         ..Target::NONE
@@ -599,16 +659,24 @@ fn cartpole_target_rewards_the_distance_to_the_target() {
             preference: 0.5,
             ..Target::NONE
         },
+        // Move right at 0.5 m/s; the reward falls to 0 at 0 and 1 m/s.
+        Target {
+            kind: TargetKind::Velocity,
+            goal: 0.5,
+            weight: 1.0,
+            scale: 0.5,
+            ..Target::NONE
+        },
     ];
     let mut plain = CartPole::new(config.clone()).unwrap();
     let mut env = CartPoleTarget::new(CartPole::new(config).unwrap(), targets.to_vec()).unwrap();
-    let mut out = StepOut::new(4, OBS_DIM);
-    let mut plain_out = StepOut::new(4, OBS_DIM);
+    let mut out = StepOut::new(5, OBS_DIM);
+    let mut plain_out = StepOut::new(5, OBS_DIM);
     env.reset(4, &mut out.obs).unwrap();
     plain.reset(4, &mut plain_out.obs).unwrap();
-    let mut returns = [0.0f64; 4];
+    let mut returns = [0.0f64; 5];
     for step in 0..5 {
-        let actions = [1, 0, step % 2, step % 2];
+        let actions = [1, 0, step % 2, step % 2, 1];
         env.step(&actions, &mut out).unwrap();
         plain.step(&actions, &mut plain_out).unwrap();
         // Same dynamics and flags as CartPole; only the reward differs.
@@ -616,12 +684,16 @@ fn cartpole_target_rewards_the_distance_to_the_target() {
         assert_eq!(out.terminated, plain_out.terminated);
         assert_eq!(out.truncated, plain_out.truncated);
         for (e, target) in targets.iter().enumerate() {
-            let x = if out.truncated[e] == 1 {
-                out.final_obs[e * OBS_DIM]
+            let obs = if out.truncated[e] == 1 {
+                &out.final_obs[e * OBS_DIM..][..OBS_DIM]
             } else {
-                out.obs[e * OBS_DIM]
+                &out.obs[e * OBS_DIM..][..OBS_DIM]
+            };
+            let v = match target.kind {
+                TargetKind::Position => obs[0],
+                TargetKind::Velocity => obs[1],
             } as f64;
-            let position = (1.0 - (x - target.x).abs() / target.scale).max(0.0);
+            let position = (1.0 - (v - target.goal).abs() / target.scale).max(0.0);
             let position = (1.0 - target.weight) + target.weight * position;
             let preferred = f64::from(u8::from(actions[e] == target.preferred_action));
             let want = (1.0 - target.preference) * position + target.preference * preferred;
@@ -630,14 +702,14 @@ fn cartpole_target_rewards_the_distance_to_the_target() {
                 "env {e}: {} vs {want}",
                 out.reward[e]
             );
-            assert!((target.reward(x, actions[e]) - want).abs() < 1e-12);
+            assert!((target.reward(obs, actions[e]) - want).abs() < 1e-12);
             returns[e] += out.reward[e] as f64;
         }
     }
-    assert_eq!(out.truncated, [1, 1, 1, 1]);
+    assert_eq!(out.truncated, [1, 1, 1, 1, 1]);
     let mut episodes = Vec::new();
     env.drain_episodes(&mut episodes);
-    assert_eq!(episodes.len(), 4);
+    assert_eq!(episodes.len(), 5);
     for episode in episodes {
         assert!((episode.episode_return - returns[episode.env]).abs() < 1e-5);
         assert_eq!(episode.length, 5);
@@ -650,6 +722,10 @@ fn cartpole_target_rewards_the_distance_to_the_target() {
     assert!(returns[2] > 4.7, "{returns:?}");
     // Pushes right at steps 1 and 3: 2 × 1 + 3 × 0.5.
     assert!((returns[3] - 3.5).abs() < 1e-6, "{returns:?}");
+    // Five pushes right: about 0.2, 0.4, 0.6, 0.8, 1.0 m/s, paying about
+    // 0.4, 0.8, 0.8, 0.4, 0 (more mass swings the pole, so a little less
+    // speed per push).
+    assert!(returns[4] > 2.0 && returns[4] < 3.0, "{returns:?}");
     for bad in [
         position(0.0, 1.5, 1.0),
         Target {

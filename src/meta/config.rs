@@ -8,7 +8,7 @@ use super::outer::MetaMethod;
 use crate::error::{Error, Result};
 
 /// Every key of [`MetaConfig`], in struct order.
-pub const META_FIELD_NAMES: [&str; 28] = [
+pub const META_FIELD_NAMES: [&str; 31] = [
     "family",
     "method",
     "meta_iterations",
@@ -29,8 +29,11 @@ pub const META_FIELD_NAMES: [&str; 28] = [
     "masscart",
     "masspole",
     "flip_probability",
+    "x_threshold",
     "target_reward",
+    "target_kind",
     "target_distance",
+    "target_speed",
     "target_weight",
     "target_scale",
     "action_preference",
@@ -50,7 +53,8 @@ pub const MAX_ADAPT_STEPS: usize = 1000;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TaskFamily {
-    /// CartPole with physics drawn from ranges and the motor flipped with
+    /// CartPole with physics drawn from ranges, an unobserved target
+    /// velocity (or position) in the reward, and the motor flipped with
     /// probability `flip_probability`.
     Cartpole,
     /// Discrete 2-D point navigation to a goal drawn from `goal_range`².
@@ -106,13 +110,21 @@ pub struct MetaConfig {
     pub masspole: Vec<f64>,
     /// Probability that a CartPole task's motor is wired backwards.
     pub flip_probability: f64,
-    /// CartPole: reward balancing at an unobserved target position
-    /// `±target_distance` (side drawn uniformly): each step pays
-    /// `(1 - target_weight) + target_weight * max(0, 1 - |x - target| /
-    /// target_scale)` instead of 1. Without it one MLP policy serves every
-    /// physics and polarity (see the README), so there is nothing to adapt to.
+    /// CartPole: an episode ends when the cart leaves `[-x_threshold,
+    /// x_threshold]` (m); Gymnasium's track is 2.4.
+    pub x_threshold: f64,
+    /// CartPole: reward an unobserved target, its side drawn uniformly per
+    /// task: each step pays
+    /// `(1 - target_weight) + target_weight * max(0, 1 - |v - target| / target_scale)`
+    /// instead of 1. Without it one MLP policy serves every physics and
+    /// polarity (see the README), so there is nothing to adapt to.
     pub target_reward: bool,
+    /// `velocity` (the default): `v` is the cart's velocity and the target
+    /// `±target_speed` (m/s; `target_scale` in m/s); `position`: `v` is the
+    /// cart's position and the target `±target_distance` (m).
+    pub target_kind: TargetKind,
     pub target_distance: Vec<f64>,
+    pub target_speed: Vec<f64>,
     pub target_weight: f64,
     pub target_scale: f64,
     /// CartPole: share of each step's reward paid for using the task's
@@ -126,6 +138,16 @@ pub struct MetaConfig {
     pub goal_shape: GoalShape,
     pub goal_range: Vec<f64>,
     pub goal_radius: Vec<f64>,
+}
+
+/// What a CartPole task's target asks of the cart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TargetKind {
+    /// Balance at a position.
+    Position,
+    /// Move at a velocity.
+    Velocity,
 }
 
 /// Nav goal distributions.
@@ -160,11 +182,16 @@ impl Default for MetaConfig {
             gravity: vec![9.8, 9.8],
             masscart: vec![0.5, 2.0],
             masspole: vec![0.05, 0.2],
-            flip_probability: 0.5,
+            // Motor flips keep Reptile from learning to balance at all (see
+            // the README); they stay available.
+            flip_probability: 0.0,
+            x_threshold: 2.4,
             target_reward: true,
+            target_kind: TargetKind::Velocity,
             target_distance: vec![0.5, 0.5],
-            target_weight: 0.5,
-            target_scale: 0.5,
+            target_speed: vec![0.2, 0.2],
+            target_weight: 1.0,
+            target_scale: 0.4,
             action_preference: 0.0,
             goal_shape: GoalShape::Circle,
             goal_range: vec![-0.5, 0.5],
@@ -237,6 +264,13 @@ impl MetaConfig {
                 "must be in [0, 1]",
             ));
         }
+        if !(self.x_threshold.is_finite() && self.x_threshold > 0.0) {
+            return Err(Error::config(
+                "x_threshold",
+                self.x_threshold,
+                "must be finite and positive",
+            ));
+        }
         for (field, range) in self.physics_ranges() {
             let [low, high] = check_range(field, range)?;
             if low <= 0.0 {
@@ -249,13 +283,22 @@ impl MetaConfig {
             debug_assert!(low <= high);
         }
         let [low, high] = check_range("target_distance", &self.target_distance)?;
-        if low < 0.0 || high >= 2.4 {
+        let on_track = self.target_kind == TargetKind::Velocity || high < self.x_threshold;
+        if low < 0.0 || !on_track {
             return Err(Error::config(
                 "target_distance",
                 format!("{:?}", self.target_distance),
-                "must lie in [0, 2.4), inside CartPole's track",
+                format!(
+                    "must lie in [0, {}), inside the track (x_threshold)",
+                    self.x_threshold
+                ),
             ));
         }
+        check_magnitudes(
+            "target_speed",
+            &self.target_speed,
+            " (the direction is drawn per task)",
+        )?;
         if !(0.0..=1.0).contains(&self.action_preference) {
             return Err(Error::config(
                 "action_preference",
@@ -278,14 +321,7 @@ impl MetaConfig {
             ));
         }
         check_range("goal_range", &self.goal_range)?;
-        let [low, _] = check_range("goal_radius", &self.goal_radius)?;
-        if low < 0.0 {
-            return Err(Error::config(
-                "goal_radius",
-                format!("{:?}", self.goal_radius),
-                "must not be negative",
-            ));
-        }
+        check_magnitudes("goal_radius", &self.goal_radius, "")?;
         Ok(())
     }
 
@@ -373,6 +409,20 @@ pub fn split_sets(sets: &[String]) -> Result<(Vec<String>, Vec<MetaSet>)> {
         }
     }
     Ok((ppo, meta))
+}
+
+/// A [`check_range`] of magnitudes: `low` must not be negative (`why` is
+/// appended to the error).
+fn check_magnitudes(field: &str, range: &[f64], why: &str) -> Result<[f64; 2]> {
+    let [low, high] = check_range(field, range)?;
+    if low < 0.0 {
+        return Err(Error::config(
+            field,
+            format!("{range:?}"),
+            format!("must not be negative{why}"),
+        ));
+    }
+    Ok([low, high])
 }
 
 /// `[low, high]` with both finite and `low <= high`.

@@ -128,19 +128,13 @@ pub fn adaptation_eval(
         gpu.set_params(ctx, &theta.repeat(e_count))?;
         gpu.reset_optimizer(ctx)?;
         gpu.set_learning_rates(&vec![ppo.learning_rate; e_count])?;
-        let env = make_env(
-            meta.family,
-            &repeat_tasks(&tasks, n),
-            e_count,
-            n,
-            cartpole_steps,
-        )?;
+        let env = make_env(meta, &repeat_tasks(&tasks, n), e_count, n, cartpole_steps)?;
         let mut inner = InnerEnv::new(env, meta.eval_seed)?;
         let mut per_task = Vec::new();
         for k in 0..=k_max {
             if meta.adapt_steps.contains(&k) {
                 let mut eval_env = make_env(
-                    meta.family,
+                    meta,
                     &repeat_tasks(&tasks, episodes),
                     e_count,
                     episodes,

@@ -3,7 +3,7 @@
 
 use rand::{Rng, SeedableRng};
 
-use super::config::{GoalShape, MetaConfig, TaskFamily};
+use super::config::{GoalShape, MetaConfig, TargetKind, TaskFamily};
 use crate::env::{
     CartPole, CartPoleConfig, CartPoleParams, EpisodeStats, EpisodeTracker, Nav, NavConfig,
     StepOut, VecEnv, NAV_NUM_ACTIONS, NAV_OBS_DIM, NUM_ACTIONS, OBS_DIM,
@@ -11,18 +11,22 @@ use crate::env::{
 use crate::error::{Error, Result};
 use crate::ppo::ActorCriticSpec;
 
-/// The reward of a CartPole task with a target position and a preferred
-/// action: `(1 - preference) * position + preference * [action == preferred]`
-/// per step, where `position = (1 - weight) + weight * max(0, 1 - |x -
-/// x_target| / scale)`.
+/// The reward of a CartPole task with a target (a cart position or a cart
+/// velocity) and a preferred action, per step:
+/// `(1 - preference) * on_goal + preference * [action == preferred]`, where
+/// `on_goal = (1 - weight) + weight * max(0, 1 - |v - goal| / scale)` and
+/// `v` is the cart's position `x` or its velocity `x_dot` after the step.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Target {
-    /// Where the cart should balance (m).
-    pub x: f64,
-    /// Share of the position term that depends on the position; the rest
-    /// is CartPole's reward for staying up.
+    /// Which quantity `goal` is for.
+    pub kind: TargetKind,
+    /// Where the cart should balance (m), or how fast it should move (m/s,
+    /// signed: negative is to the left).
+    pub goal: f64,
+    /// Share of the goal term that depends on the goal; the rest is
+    /// CartPole's reward for staying up.
     pub weight: f64,
-    /// Distance from the target at which the position reward reaches 0 (m).
+    /// Distance from the goal at which the goal reward reaches 0 (m or m/s).
     pub scale: f64,
     /// The action the task rewards using.
     pub preferred_action: u32,
@@ -33,30 +37,36 @@ pub struct Target {
 impl Target {
     /// CartPole's own reward: 1 per step.
     pub const NONE: Target = Target {
-        x: 0.0,
+        kind: TargetKind::Position,
+        goal: 0.0,
         weight: 0.0,
         scale: 1.0,
         preferred_action: 0,
         preference: 0.0,
     };
 
-    /// The reward of a step that took `action` and left the cart at `x`.
-    pub fn reward(&self, x: f64, action: u32) -> f64 {
-        let position =
-            (1.0 - self.weight) + self.weight * (1.0 - (x - self.x).abs() / self.scale).max(0.0);
+    /// The reward of a step that took `action` and left the cart with
+    /// observation `obs` (`[x, x_dot, theta, theta_dot]`).
+    pub fn reward(&self, obs: &[f32], action: u32) -> f64 {
+        let v = f64::from(match self.kind {
+            TargetKind::Position => obs[0],
+            TargetKind::Velocity => obs[1],
+        });
+        let on_goal =
+            (1.0 - self.weight) + self.weight * (1.0 - (v - self.goal).abs() / self.scale).max(0.0);
         let preferred = if action == self.preferred_action {
             1.0
         } else {
             0.0
         };
-        (1.0 - self.preference) * position + self.preference * preferred
+        (1.0 - self.preference) * on_goal + self.preference * preferred
     }
 }
 
 /// One task of a family.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Task {
-    /// CartPole physics, and the cart position the reward asks for (None:
+    /// CartPole physics, and the cart position or velocity the reward asks for (None:
     /// CartPole's reward of 1 per step).
     Cartpole {
         physics: CartPoleParams,
@@ -85,7 +95,10 @@ pub fn sample_tasks(config: &MetaConfig, seed: u64, count: usize) -> Vec<Task> {
                 let force_mag = draw(&config.force_mag);
                 let tau = draw(&config.tau);
                 let flip = draw(&[0.0, 1.0]) < config.flip_probability;
-                let distance = draw(&config.target_distance);
+                let goal = match config.target_kind {
+                    TargetKind::Position => draw(&config.target_distance),
+                    TargetKind::Velocity => draw(&config.target_speed),
+                };
                 let side = if draw(&[0.0, 1.0]) < 0.5 { -1.0 } else { 1.0 };
                 // Drawn only when used, so other settings keep their task sequences.
                 let preferred_action = if config.action_preference > 0.0 {
@@ -105,7 +118,8 @@ pub fn sample_tasks(config: &MetaConfig, seed: u64, count: usize) -> Vec<Task> {
                     },
                     target: (config.target_reward || config.action_preference > 0.0).then_some(
                         Target {
-                            x: side * distance,
+                            kind: config.target_kind,
+                            goal: side * goal,
                             weight: if config.target_reward {
                                 config.target_weight
                             } else {
@@ -141,16 +155,17 @@ pub fn family_spec(family: TaskFamily, hidden: &[usize]) -> Result<ActorCriticSp
 }
 
 /// `num_agents × envs_per_agent` envs where env `e` runs `env_tasks[e]`
-/// (all of one family); CartPole episodes are truncated at
-/// `cartpole_max_steps`, navigation at its horizon of 100.
+/// (all of `meta`'s family); CartPole episodes are truncated at
+/// `cartpole_max_steps` and end when the cart leaves `±meta.x_threshold`,
+/// navigation episodes at their horizon of 100.
 pub fn make_env(
-    family: TaskFamily,
+    meta: &MetaConfig,
     env_tasks: &[Task],
     num_agents: usize,
     envs_per_agent: usize,
     cartpole_max_steps: u32,
 ) -> Result<Box<dyn VecEnv>> {
-    match family {
+    match meta.family {
         TaskFamily::Cartpole => {
             let (physics, targets): (Vec<CartPoleParams>, Vec<Option<Target>>) = env_tasks
                 .iter()
@@ -167,6 +182,7 @@ pub fn make_env(
                 .unzip();
             let config = CartPoleConfig {
                 max_episode_steps: cartpole_max_steps,
+                x_threshold: meta.x_threshold,
                 ..CartPoleConfig::new(num_agents, envs_per_agent)
             };
             let env = CartPole::with_physics(config, &physics)?;
@@ -201,8 +217,9 @@ pub fn repeat_tasks(tasks: &[Task], copies: usize) -> Vec<Task> {
         .collect()
 }
 
-/// CartPole whose reward asks the cart to balance at a target position:
-/// each step pays [`Target::reward`] of the cart position after the step
+/// CartPole whose reward asks the cart to balance at a target position or
+/// to move at a target velocity: each step pays [`Target::reward`] of the
+/// cart's state after the step
 /// instead of 1. Termination, truncation and auto-reset are
 /// CartPole's. The target is not observed: like the navigation goal, it is
 /// learnt from rewards, so no single policy serves targets on both sides.
@@ -224,7 +241,7 @@ impl CartPoleTarget {
             ));
         }
         let valid = |t: &Target| {
-            t.x.is_finite()
+            t.goal.is_finite()
                 && (0.0..=1.0).contains(&t.weight)
                 && t.scale.is_finite()
                 && t.scale > 0.0
@@ -236,7 +253,7 @@ impl CartPoleTarget {
                 index: e,
                 field: "target".into(),
                 value: format!("{:?}", targets[e]),
-                reason: "x must be finite, weight and preference in [0, 1], scale positive, preferred_action 0 or 1".into(),
+                reason: "goal must be finite, weight and preference in [0, 1], scale positive, preferred_action 0 or 1".into(),
             });
         }
         Ok(CartPoleTarget {
@@ -273,12 +290,12 @@ impl VecEnv for CartPoleTarget {
         self.discarded.clear();
         for (e, &target) in self.targets.iter().enumerate() {
             // After an episode end, obs already holds the next episode's start.
-            let x = if out.is_done(e) {
-                out.final_obs[e * OBS_DIM]
+            let obs = if out.is_done(e) {
+                &out.final_obs[e * OBS_DIM..][..OBS_DIM]
             } else {
-                out.obs[e * OBS_DIM]
+                &out.obs[e * OBS_DIM..][..OBS_DIM]
             };
-            out.reward[e] = target.reward(f64::from(x), actions[e]) as f32;
+            out.reward[e] = target.reward(obs, actions[e]) as f32;
         }
         self.episodes
             .record(&out.reward, &out.terminated, &out.truncated);

@@ -269,13 +269,7 @@ pub fn meta_train(
         }
         };
         let tasks = sample_tasks(meta, task_seed(ppo.seed, i), m_count);
-        let env = make_env(
-            meta.family,
-            &repeat_tasks(&tasks, n),
-            m_count,
-            n,
-            cartpole_steps,
-        )?;
+        let env = make_env(meta, &repeat_tasks(&tasks, n), m_count, n, cartpole_steps)?;
         let mut inner_env = InnerEnv::new(env, task_seed(ppo.seed, i))?;
         gpu.reset_optimizer(ctx)?;
         gpu.set_learning_rates(&vec![ppo.learning_rate; m_count])?;
@@ -391,7 +385,7 @@ fn train_multitask(
         }
         let tasks = sample_tasks(meta, task_seed(ppo.seed, i), m_count);
         let env = make_env(
-            meta.family,
+            meta,
             &repeat_tasks(&tasks, n),
             1,
             m_count * n,
