@@ -609,6 +609,21 @@ fn confidence_intervals() {
 }
 
 #[test]
+fn meta_toml_from_before_velocity_targets_keeps_its_position_target() {
+    // What meta-train wrote before target_kind and x_threshold existed.
+    let old = "family = \"cartpole\"\nflip_probability = 0.5\ntarget_reward = true\n\
+               target_distance = [0.5, 0.5]\ntarget_weight = 0.5\ntarget_scale = 0.5\n";
+    let meta: MetaConfig = toml::from_str(old).unwrap();
+    assert_eq!(meta.target_kind, TargetKind::Position);
+    assert_eq!(meta.x_threshold, 2.4);
+    // A new run writes every key, so it reads back as written.
+    let new = MetaConfig::for_family(TaskFamily::Cartpole);
+    assert_eq!(new.target_kind, TargetKind::Velocity);
+    let back: MetaConfig = toml::from_str(&new.to_toml().unwrap()).unwrap();
+    assert_eq!(back, new);
+}
+
+#[test]
 fn x_threshold_sets_the_cartpole_track() {
     let tasks = sample_tasks(&MetaConfig::for_family(TaskFamily::Cartpole), 2, 4);
     let mut terminated = Vec::new();

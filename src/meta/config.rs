@@ -121,7 +121,9 @@ pub struct MetaConfig {
     pub target_reward: bool,
     /// `velocity` (the default): `v` is the cart's velocity and the target
     /// `±target_speed` (m/s; `target_scale` in m/s); `position`: `v` is the
-    /// cart's position and the target `±target_distance` (m).
+    /// cart's position and the target `±target_distance` (m). A `meta.toml`
+    /// without this key predates velocity targets, so it reads as `position`.
+    #[serde(default = "TargetKind::before_velocity_targets")]
     pub target_kind: TargetKind,
     pub target_distance: Vec<f64>,
     pub target_speed: Vec<f64>,
@@ -148,6 +150,13 @@ pub enum TargetKind {
     Position,
     /// Move at a velocity.
     Velocity,
+}
+
+impl TargetKind {
+    /// The only kind there was before `target_kind` existed.
+    fn before_velocity_targets() -> TargetKind {
+        TargetKind::Position
+    }
 }
 
 /// Nav goal distributions.
