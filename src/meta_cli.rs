@@ -282,4 +282,15 @@ fn print_table(report: &AdaptationReport) {
         }
         println!();
     }
+    // How far the first updates moved each init (all of them are in the JSON).
+    println!("approx KL of adaptation updates 1, 2, 3 (mean over tasks):");
+    for curve in &report.curves {
+        let kl: Vec<String> = curve
+            .updates
+            .iter()
+            .take(3)
+            .map(|u| format!("{:.4}", u.approx_kl))
+            .collect();
+        println!("{:<18}{}", curve.init, kl.join("  "));
+    }
 }

@@ -311,9 +311,18 @@ fn meta_train_writes_inits_metrics_and_adaptation_report() {
         ];
         let report = adaptation_eval(ctx, &ppo, &meta, &inits, false).unwrap();
         assert_eq!(report.curves.len(), 2);
+        let max_entropy = (spec.num_actions as f64).ln();
         for curve in &report.curves {
             assert_eq!(curve.mean.len(), 3);
             assert_eq!(curve.per_task.len(), 3);
+            // One summary per adaptation update, with CleanRL's ranges.
+            assert_eq!(curve.updates.len(), *meta.adapt_steps.last().unwrap());
+            for u in &curve.updates {
+                assert!(u.approx_kl >= -1e-6 && u.approx_kl < 1.0, "{u:?}");
+                assert!((0.0..=1.0).contains(&u.clipfrac), "{u:?}");
+                assert!(u.entropy > 0.0 && u.entropy <= max_entropy + 1e-6, "{u:?}");
+                assert!(u.explained_variance.is_finite() && u.explained_variance <= 1.0);
+            }
             for (i, tasks) in curve.per_task.iter().enumerate() {
                 assert_eq!(tasks.len(), 3);
                 assert!(tasks.iter().all(|r| r.is_finite()));

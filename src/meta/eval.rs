@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
 use crate::ppo::policy::evaluate_env;
 use crate::ppo::trainer::update_settings;
-use crate::ppo::PpoGpu;
+use crate::ppo::{AgentUpdateStats, PpoGpu};
 use crate::run::write_atomic;
 
 /// The adaptation curve of one initialization.
@@ -32,6 +32,36 @@ pub struct AdaptationCurve {
     pub ci95_high: Vec<f64>,
     /// [k][task] mean return of each held-out task.
     pub per_task: Vec<Vec<f64>>,
+    /// How far each adaptation update moved the policy, in order (update 1
+    /// first). Absent from reports written before it existed.
+    #[serde(default)]
+    pub updates: Vec<UpdateSummary>,
+}
+
+/// One adaptation update's statistics, means over the held-out tasks of
+/// each agent's PPO statistics (CleanRL's: the last minibatch's approx KL,
+/// clip fraction and entropy; the explained variance of the rollout's
+/// returns by the critic before the update).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct UpdateSummary {
+    pub approx_kl: f64,
+    pub clipfrac: f64,
+    pub entropy: f64,
+    pub explained_variance: f64,
+}
+
+impl UpdateSummary {
+    /// Means over agents (NaN for none).
+    pub fn mean_of(stats: &[AgentUpdateStats]) -> UpdateSummary {
+        let mean =
+            |f: fn(&AgentUpdateStats) -> f64| stats.iter().map(f).sum::<f64>() / stats.len() as f64;
+        UpdateSummary {
+            approx_kl: mean(|s| s.approx_kl),
+            clipfrac: mean(|s| s.clipfrac),
+            entropy: mean(|s| s.entropy),
+            explained_variance: mean(|s| s.explained_variance),
+        }
+    }
 }
 
 /// `adaptation.json`.
@@ -131,6 +161,7 @@ pub fn adaptation_eval(
         let env = make_env(meta, &repeat_tasks(&tasks, n), e_count, n, cartpole_steps)?;
         let mut inner = InnerEnv::new(env, meta.eval_seed)?;
         let mut per_task = Vec::new();
+        let mut updates = Vec::new();
         for k in 0..=k_max {
             if meta.adapt_steps.contains(&k) {
                 let mut eval_env = make_env(
@@ -158,7 +189,8 @@ pub fn adaptation_eval(
                 );
             }
             if k < k_max {
-                ppo_iteration(ctx, &mut gpu, &mut inner, meta.eval_seed, k as u32)?;
+                let iteration = ppo_iteration(ctx, &mut gpu, &mut inner, meta.eval_seed, k as u32)?;
+                updates.push(UpdateSummary::mean_of(&iteration.stats));
             }
             if let Some(bar) = &bar {
                 bar.inc(1);
@@ -172,6 +204,7 @@ pub fn adaptation_eval(
             ci95_low: stats.iter().map(|s| s.1).collect(),
             ci95_high: stats.iter().map(|s| s.2).collect(),
             per_task,
+            updates,
         });
     }
     if let Some(bar) = &bar {

@@ -5,7 +5,7 @@
 use crate::env::{StepOut, VecEnv};
 use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
-use crate::ppo::{permutations, PpoGpu};
+use crate::ppo::{permutations, AgentUpdateStats, PpoGpu};
 
 /// A [`VecEnv`] with its current observations, stepped by a [`PpoGpu`].
 pub struct InnerEnv {
@@ -64,15 +64,23 @@ pub fn rollout(
     Ok(returns)
 }
 
-/// One PPO iteration (rollout, then the update) for every agent; returns
-/// the rollout's episode returns per agent. Fails on a non-finite loss.
+/// What one [`ppo_iteration`] reports.
+pub struct Iteration {
+    /// Returns of the rollout's finished episodes, per agent.
+    pub returns: Vec<Vec<f64>>,
+    /// Each agent's update statistics.
+    pub stats: Vec<AgentUpdateStats>,
+}
+
+/// One PPO iteration (rollout, then the update) for every agent. Fails on a
+/// non-finite loss.
 pub fn ppo_iteration(
     ctx: &GpuContext,
     gpu: &mut PpoGpu,
     inner: &mut InnerEnv,
     seed: u64,
     iteration: u32,
-) -> Result<Vec<Vec<f64>>> {
+) -> Result<Iteration> {
     let returns = rollout(ctx, gpu, inner, seed, iteration)?;
     let perm = permutations(seed, iteration as u64, gpu.settings());
     let stats = gpu.update(ctx, Some(&inner.obs), &perm)?;
@@ -90,7 +98,7 @@ pub fn ppo_iteration(
             detail: "inner loop stopped (lower learning_rate or meta_lr)".into(),
         });
     }
-    Ok(returns)
+    Ok(Iteration { returns, stats })
 }
 
 /// Mean of the finite values, None when there are none.

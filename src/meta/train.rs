@@ -277,9 +277,9 @@ pub fn meta_train(
         let mut last = None;
         for j in 0..k_inner {
             let key = (i * (k_inner + 1) + j) as u32;
-            let returns =
+            let iteration =
                 ppo_iteration(ctx, &mut gpu, &mut inner_env, ppo.seed, key).map_err(annotate)?;
-            let mean = finite_mean(returns.iter().flatten());
+            let mean = finite_mean(iteration.returns.iter().flatten());
             first = first.or(Some(mean));
             last = Some(mean);
             env_steps += rollout_steps;
@@ -401,8 +401,8 @@ fn train_multitask(
                 1.0
             };
             gpu.set_learning_rates(&[frac * ppo.learning_rate])?;
-            let returns = ppo_iteration(ctx, gpu, &mut inner_env, ppo.seed, (done + 1) as u32)?;
-            means.push(finite_mean(returns.iter().flatten()));
+            let iteration = ppo_iteration(ctx, gpu, &mut inner_env, ppo.seed, (done + 1) as u32)?;
+            means.push(finite_mean(iteration.returns.iter().flatten()));
             env_steps += rollout_steps;
         }
         let (first, last) = (means[0], means[means.len() - 1]);
