@@ -26,7 +26,7 @@ pub const ADAPTATION_NAME: &str = "adaptation";
 
 #[derive(Args, Debug)]
 pub struct MetaTrainArgs {
-    /// Task family: cartpole (physics ranges + flipped motors) or nav (2-D goals).
+    /// Task family: cartpole (physics ranges + an unobserved target velocity) or nav (2-D goals).
     #[arg(long, default_value = "cartpole")]
     family: String,
     /// Outer step: reptile or fomaml (first-order MAML).

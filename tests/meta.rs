@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{assert_close, ctx, random_vec, to_f64};
+use common::{assert_close, ctx, only_run_dir, random_vec, to_f64};
 use ppo_wgpu::config::PpoConfig;
 use ppo_wgpu::env::{Nav, NavConfig, StepOut, VecEnv, NAV_OBS_DIM};
 use ppo_wgpu::gpu::GpuBuffer;
@@ -790,12 +790,7 @@ fn diverging_meta_training_stops_with_the_last_good_theta_kept() {
     let err = meta_train(&ppo, &meta, ctx, &options).unwrap_err();
     assert!(matches!(err, Error::NonFinite { .. }), "{err}");
     assert!(err.to_string().contains("is kept in"), "{err}");
-    let run = std::fs::read_dir(&root)
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+    let run = only_run_dir(&root);
     let spec = family_spec(meta.family, &ppo.hidden).unwrap();
     let theta = load_init(&run.join(META_CHECKPOINT_FILE), &spec).unwrap();
     assert_eq!(

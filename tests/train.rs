@@ -7,7 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::ctx;
+use common::{ctx, only_run_dir};
 use ppo_wgpu::config::{EnvDevice, PpoConfig};
 use ppo_wgpu::ppo::trainer::{train, TrainOptions};
 use ppo_wgpu::run::{load_checkpoint, read_metrics, MetricsRow};
@@ -253,12 +253,7 @@ fn a_nan_stops_the_run_and_keeps_the_last_good_checkpoint() {
     let Error::NonFinite { iteration, .. } = err else {
         panic!("expected Error::NonFinite, got {err:?}")
     };
-    let run = std::fs::read_dir(&root)
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+    let run = only_run_dir(&root);
     let checkpoint =
         load_checkpoint(&run.join("checkpoint.safetensors")).expect("a good checkpoint is kept");
     assert!(checkpoint

@@ -238,13 +238,7 @@ impl MetaConfig {
                 "must be at least 1 (the inner loop adapts with PPO updates)",
             ));
         }
-        if !(self.meta_lr.is_finite() && self.meta_lr > 0.0) {
-            return Err(Error::config(
-                "meta_lr",
-                self.meta_lr,
-                "must be finite and positive",
-            ));
-        }
+        check_positive("meta_lr", self.meta_lr)?;
         if self.adapt_steps.is_empty() {
             return Err(Error::config(
                 "adapt_steps",
@@ -266,20 +260,8 @@ impl MetaConfig {
                 format!("at most {MAX_ADAPT_STEPS} adaptation updates"),
             ));
         }
-        if !(0.0..=1.0).contains(&self.flip_probability) {
-            return Err(Error::config(
-                "flip_probability",
-                self.flip_probability,
-                "must be in [0, 1]",
-            ));
-        }
-        if !(self.x_threshold.is_finite() && self.x_threshold > 0.0) {
-            return Err(Error::config(
-                "x_threshold",
-                self.x_threshold,
-                "must be finite and positive",
-            ));
-        }
+        check_fraction("flip_probability", self.flip_probability)?;
+        check_positive("x_threshold", self.x_threshold)?;
         for (field, range) in self.physics_ranges() {
             let [low, high] = check_range(field, range)?;
             if low <= 0.0 {
@@ -308,27 +290,9 @@ impl MetaConfig {
             &self.target_speed,
             " (the direction is drawn per task)",
         )?;
-        if !(0.0..=1.0).contains(&self.action_preference) {
-            return Err(Error::config(
-                "action_preference",
-                self.action_preference,
-                "must be in [0, 1]",
-            ));
-        }
-        if !(0.0..=1.0).contains(&self.target_weight) {
-            return Err(Error::config(
-                "target_weight",
-                self.target_weight,
-                "must be in [0, 1]",
-            ));
-        }
-        if !(self.target_scale.is_finite() && self.target_scale > 0.0) {
-            return Err(Error::config(
-                "target_scale",
-                self.target_scale,
-                "must be finite and positive",
-            ));
-        }
+        check_fraction("action_preference", self.action_preference)?;
+        check_fraction("target_weight", self.target_weight)?;
+        check_positive("target_scale", self.target_scale)?;
         check_range("goal_range", &self.goal_range)?;
         check_magnitudes("goal_radius", &self.goal_radius, "")?;
         Ok(())
@@ -418,6 +382,24 @@ pub fn split_sets(sets: &[String]) -> Result<(Vec<String>, Vec<MetaSet>)> {
         }
     }
     Ok((ppo, meta))
+}
+
+/// `value` finite and above 0.
+fn check_positive(field: &str, value: f64) -> Result<()> {
+    if value.is_finite() && value > 0.0 {
+        Ok(())
+    } else {
+        Err(Error::config(field, value, "must be finite and positive"))
+    }
+}
+
+/// `value` in [0, 1] (NaN is not).
+fn check_fraction(field: &str, value: f64) -> Result<()> {
+    if (0.0..=1.0).contains(&value) {
+        Ok(())
+    } else {
+        Err(Error::config(field, value, "must be in [0, 1]"))
+    }
 }
 
 /// A [`check_range`] of magnitudes: `low` must not be negative (`why` is

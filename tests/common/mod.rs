@@ -79,3 +79,13 @@ pub fn assert_close(what: &str, reference: &[f64], gpu: &[f32], atol: f64, rtol:
         );
     }
 }
+
+/// The one entry of `root`: the run folder a command wrote there.
+pub fn only_run_dir(root: &std::path::Path) -> std::path::PathBuf {
+    let mut entries: Vec<_> = std::fs::read_dir(root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    entries.pop().unwrap()
+}
