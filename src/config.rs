@@ -23,7 +23,7 @@ pub const PRESET_NAMES: [&str; 5] = ["default", "cleanrl", "seed", "linear", "me
 
 /// Every key a TOML file or `--set` may name, in struct order. A test keeps
 /// it equal to the fields serde sees.
-pub const FIELD_NAMES: [&str; 26] = [
+pub const FIELD_NAMES: [&str; 27] = [
     "env_id",
     "exp_name",
     "seed",
@@ -31,6 +31,7 @@ pub const FIELD_NAMES: [&str; 26] = [
     "num_steps",
     "total_timesteps",
     "learning_rate",
+    "adam_eps",
     "anneal_lr",
     "gamma",
     "gae_lambda",
@@ -87,6 +88,12 @@ pub struct PpoConfig {
     pub total_timesteps: usize,
     /// Adam learning rate (the start value when annealing).
     pub learning_rate: f64,
+    /// Adam's ε, added to the root of the second moment (CleanRL: 1e-5).
+    /// Adam moves every parameter by about `learning_rate` per step whatever
+    /// its gradient's size; a larger ε (0.01, say) lets parameters whose
+    /// gradients are smaller than ε move in proportion to them instead, as
+    /// SGD would, so noise in near-zero gradients is not amplified.
+    pub adam_eps: f64,
     /// Anneal the learning rate linearly to 0 over the iterations.
     pub anneal_lr: bool,
     /// Discount factor.
@@ -154,6 +161,7 @@ impl Default for PpoConfig {
             num_steps: 128,
             total_timesteps: 500_000,
             learning_rate: 2.5e-4,
+            adam_eps: crate::ops::optim::ADAM_EPS,
             anneal_lr: true,
             gamma: 0.99,
             gae_lambda: 0.95,
@@ -344,6 +352,7 @@ impl PpoConfig {
             }
         }
         let positive = [
+            ("adam_eps", Some(self.adam_eps)),
             ("clip_coef", Some(self.clip_coef)),
             ("max_grad_norm", Some(self.max_grad_norm)),
             ("target_kl", self.target_kl),

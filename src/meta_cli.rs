@@ -11,8 +11,8 @@ use ppo_wgpu::meta::config::split_sets;
 use ppo_wgpu::meta::eval::{adaptation_eval, plot_adaptation, write_report, AdaptationReport};
 use ppo_wgpu::meta::tasks::family_spec;
 use ppo_wgpu::meta::train::{
-    inner_config, load_init, meta_train, multitask_config, MetaTrainOptions, META_CHECKPOINT_FILE,
-    META_CONFIG_FILE, MULTITASK_CHECKPOINT_FILE,
+    check_baseline, inner_config, load_init, meta_train, multitask_config, MetaTrainOptions,
+    META_CHECKPOINT_FILE, META_CONFIG_FILE, MULTITASK_CHECKPOINT_FILE,
 };
 use ppo_wgpu::meta::{MetaConfig, TaskFamily};
 use ppo_wgpu::ppo::trainer::initial_params;
@@ -115,6 +115,7 @@ pub fn meta_train_command(args: &MetaTrainArgs) -> Result<()> {
     // Every config error is reported before the adapter is touched.
     family_spec(family, &ppo.hidden)?;
     inner_config(&ppo, &meta)?;
+    check_baseline(&meta, !args.no_baseline)?;
     if !args.no_baseline {
         multitask_config(&ppo, &meta)?;
     }

@@ -139,7 +139,7 @@ fn presets_validate_and_differ_as_documented() {
 #[test]
 fn bad_values_are_refused_naming_the_field() {
     type Edit = fn(&mut PpoConfig);
-    let cases: [(&str, Edit); 30] = [
+    let cases: [(&str, Edit); 32] = [
         ("num_envs", |c| c.num_envs = 0),
         ("num_steps", |c| c.num_steps = 0),
         ("num_minibatches", |c| c.num_minibatches = 0),
@@ -150,6 +150,8 @@ fn bad_values_are_refused_naming_the_field() {
         ("learning_rate", |c| c.learning_rate = -1e-3),
         ("learning_rate", |c| c.learning_rate = f64::NAN),
         ("learning_rate", |c| c.learning_rate = f64::INFINITY),
+        ("adam_eps", |c| c.adam_eps = 0.0),
+        ("adam_eps", |c| c.adam_eps = f64::NAN),
         ("gamma", |c| c.gamma = 1.01),
         ("gamma", |c| c.gamma = -0.1),
         ("gae_lambda", |c| c.gae_lambda = f64::NAN),

@@ -570,6 +570,7 @@ fn rollout_settings(num_agents: usize, num_steps: usize, envs: usize) -> UpdateS
             clip_vloss: true,
         },
         max_grad_norm: 0.5,
+        adam_eps: ppo_wgpu::ops::optim::ADAM_EPS,
         target_kl: None,
     }
 }

@@ -18,8 +18,8 @@ use ppo_wgpu::meta::train::{
     MULTITASK_CHECKPOINT_FILE,
 };
 use ppo_wgpu::meta::{
-    outer_step_cpu, sample_tasks, MetaAdamState, MetaConfig, MetaMethod, OuterStep, TargetKind,
-    Task, TaskFamily,
+    outer_step_cpu, sample_tasks, MetaAdamState, MetaConfig, MetaInit, MetaMethod, OuterStep,
+    TargetKind, Task, TaskFamily,
 };
 use ppo_wgpu::ppo::trainer::{initial_params, update_settings};
 use ppo_wgpu::ppo::PpoGpu;
@@ -383,6 +383,78 @@ fn meta_batch_beyond_the_adapter_is_refused_before_any_work() {
     );
 }
 
+/// `meta_init = "multitask"`: the baseline trains first and θ starts at its
+/// parameters. With a meta learning rate of 1e-9 the outer steps cannot move
+/// θ measurably, so the meta init written at the end is the baseline's.
+/// Without the baseline it is refused before any work.
+#[test]
+fn meta_training_can_start_from_the_multitask_baseline() {
+    let Some(ctx) = ctx() else { return };
+    let root = scratch_dir("warm");
+    let meta = MetaConfig {
+        meta_init: MetaInit::Multitask,
+        meta_iterations: 2,
+        meta_batch: 2,
+        inner_updates: 1,
+        meta_lr: 1e-9,
+        ..MetaConfig::for_family(TaskFamily::Cartpole)
+    };
+    let ppo = PpoConfig {
+        max_episode_steps: 60,
+        ..tiny_ppo()
+    };
+    let err = meta_train(
+        &ppo,
+        &meta,
+        ctx,
+        &MetaTrainOptions {
+            runs_root: root.clone(),
+            baseline: false,
+            ..Default::default()
+        },
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidConfig { field, .. } if field == "meta_init"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("--no-baseline"), "{err}");
+    assert!(
+        std::fs::read_dir(&root).unwrap().next().is_none(),
+        "a refused run wrote files"
+    );
+
+    let report = meta_train(
+        &ppo,
+        &meta,
+        ctx,
+        &MetaTrainOptions {
+            runs_root: root.clone(),
+            baseline: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(report.meta_iterations, 2);
+    assert!(report.multitask_wall_s.is_some());
+    let spec = family_spec(meta.family, &ppo.hidden).unwrap();
+    let dir = &report.run_dir;
+    let theta = load_init(&dir.join(META_CHECKPOINT_FILE), &spec).unwrap();
+    let baseline = load_init(&dir.join(MULTITASK_CHECKPOINT_FILE), &spec).unwrap();
+    let scratch = initial_params(&spec, 1, ppo.seed);
+    assert_ne!(baseline, scratch, "the baseline did not train");
+    assert_close("warm-started θ", &to_f64(&baseline), &theta, 1e-6, 1e-5);
+    // The baseline's rows come first: it ran before meta-training.
+    let metrics = std::fs::read_to_string(dir.join(META_METRICS_FILE)).unwrap();
+    let phases: Vec<&str> = metrics
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').next().unwrap())
+        .collect();
+    assert_eq!(phases, ["multitask", "multitask", "meta", "meta"]);
+    let _ = std::fs::remove_dir_all(&root);
+}
+
 #[test]
 fn bad_meta_configs_are_refused_naming_the_field() {
     let cases: [(&str, toml::Value, &str); 10] = [
@@ -625,6 +697,8 @@ fn meta_toml_from_before_velocity_targets_keeps_its_position_target() {
     let meta: MetaConfig = toml::from_str(old).unwrap();
     assert_eq!(meta.target_kind, TargetKind::Position);
     assert_eq!(meta.x_threshold, 2.4);
+    // Nor meta_init: those runs started from scratch.
+    assert_eq!(meta.meta_init, MetaInit::Scratch);
     // A new run writes every key, so it reads back as written.
     let new = MetaConfig::for_family(TaskFamily::Cartpole);
     assert_eq!(new.target_kind, TargetKind::Velocity);

@@ -13,7 +13,9 @@ use ppo_wgpu::ops::categorical::{
 };
 use ppo_wgpu::ops::gae::{gae_cpu, Gae, GaeInputs, GaeVariant, TERMINATED, TRUNCATED};
 use ppo_wgpu::ops::gather::{minibatch_rows_cpu, BatchShape, GatherBuffers, GatherMinibatch};
-use ppo_wgpu::ops::optim::{adam_cpu, clip_grad_norm_cpu, AgentState, ClipAdam, OptimBuffers};
+use ppo_wgpu::ops::optim::{
+    adam_cpu, clip_grad_norm_cpu, AgentState, ClipAdam, OptimBuffers, ADAM_EPS,
+};
 use ppo_wgpu::ops::ppo_loss::{ppo_loss_cpu, stat, LossBuffers, LossCoefs, PpoLoss, ROW_STATS};
 use ppo_wgpu::ops::stats::{
     adv_norm, adv_norm_cpu, explained_variance, explained_variance_cpu, row_stats_mean,
@@ -566,6 +568,7 @@ fn gather_minibatch_matches_cpu_reference() {
                     clip_vloss: true,
                 },
                 max_grad_norm: 0.5,
+                adam_eps: [ADAM_EPS, 1e-2][seed as usize % 2],
                 target_kl: None,
             };
             let perm = permutations(seed, 4, &settings);
@@ -1190,6 +1193,8 @@ fn clip_adam_matches_cpu_reference() {
     for &num_agents in AGENT_COUNTS {
         for &k in &[1usize, 63, 64, 65, 9155] {
             seed += 100;
+            // CleanRL's ε and a large one (the meta preset's), alternately.
+            let eps = [ADAM_EPS, 1e-2][(seed / 100) as usize % 2];
             let total = num_agents * k;
             // Agent 0 starts fresh (step 0, m = v = 0); the others mid-run with
             // random moments. Agent 2 of three has stopped (target_kl).
@@ -1216,6 +1221,7 @@ fn clip_adam_matches_cpu_reference() {
                 num_agents,
                 k,
                 MAX_GRAD_NORM,
+                eps,
                 &OptimBuffers {
                     grads: &grads_gpu,
                     agent_state: &state_gpu,
@@ -1279,6 +1285,7 @@ fn clip_adam_matches_cpu_reference() {
                         &mut want_m[range.clone()],
                         &mut want_v[range.clone()],
                         states[p].learning_rate as f64,
+                        eps,
                         want_steps[p],
                     );
                     want_scales.push(scale);

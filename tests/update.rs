@@ -36,6 +36,7 @@ fn settings(num_agents: usize, num_steps: usize, envs: usize) -> UpdateSettings 
             clip_vloss: true,
         },
         max_grad_norm: 0.5,
+        adam_eps: ppo_wgpu::ops::optim::ADAM_EPS,
         target_kl: None,
     }
 }

@@ -8,9 +8,10 @@ use super::outer::MetaMethod;
 use crate::error::{Error, Result};
 
 /// Every key of [`MetaConfig`], in struct order.
-pub const META_FIELD_NAMES: [&str; 31] = [
+pub const META_FIELD_NAMES: [&str; 32] = [
     "family",
     "method",
+    "meta_init",
     "meta_iterations",
     "meta_batch",
     "inner_updates",
@@ -78,6 +79,11 @@ impl TaskFamily {
 pub struct MetaConfig {
     pub family: TaskFamily,
     pub method: MetaMethod,
+    /// Where θ starts: `scratch` (the scratch baseline's initialization) or
+    /// `multitask` (the multi-task baseline, trained first). A `meta.toml`
+    /// without this key predates it, so it reads as `scratch`.
+    #[serde(default = "MetaInit::before_warm_start")]
+    pub meta_init: MetaInit,
     /// Outer steps.
     pub meta_iterations: usize,
     /// M: tasks per meta-batch, each adapted by its own agent.
@@ -159,6 +165,25 @@ impl TargetKind {
     }
 }
 
+/// Where meta-training's θ starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MetaInit {
+    /// CleanRL's initialization, as the scratch baseline.
+    Scratch,
+    /// The multi-task baseline's parameters: meta-training then starts from
+    /// a policy that already solves the family's shared part (balancing) and
+    /// only has to learn to adapt.
+    Multitask,
+}
+
+impl MetaInit {
+    /// The only start there was before `meta_init` existed.
+    fn before_warm_start() -> MetaInit {
+        MetaInit::Scratch
+    }
+}
+
 /// Nav goal distributions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -172,6 +197,7 @@ impl Default for MetaConfig {
         MetaConfig {
             family: TaskFamily::Cartpole,
             method: MetaMethod::Reptile,
+            meta_init: MetaInit::Scratch,
             meta_iterations: 300,
             meta_batch: 16,
             inner_updates: 3,

@@ -10,6 +10,6 @@ pub mod outer;
 pub mod tasks;
 pub mod train;
 
-pub use config::{MetaConfig, TargetKind, TaskFamily, META_FIELD_NAMES};
+pub use config::{MetaConfig, MetaInit, TargetKind, TaskFamily, META_FIELD_NAMES};
 pub use outer::{outer_step_cpu, MetaAdamState, MetaMethod, OuterStep};
 pub use tasks::{sample_tasks, Target, Task};

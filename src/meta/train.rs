@@ -1,7 +1,8 @@
 //! `meta-train`: Reptile or first-order MAML over a task family with PPO as
 //! the inner loop, M tasks per meta-batch run as M agents in the same
-//! dispatches; then the multi-task baseline (plain PPO, one agent whose envs
-//! run the same tasks, for the same env steps). Writes the run folder:
+//! dispatches; and the multi-task baseline (plain PPO, one agent whose envs
+//! run the same tasks, for the same env steps), after meta-training or,
+//! with `meta_init = "multitask"`, before it as its start. Writes the run folder:
 //! `config.toml` (inner PPO), `meta.toml`, `meta_metrics.csv`,
 //! `meta.safetensors` (θ) and `multitask.safetensors`.
 
@@ -11,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::config::MetaConfig;
+use super::config::{MetaConfig, MetaInit};
 use super::inner::{finite_mean, ppo_iteration, progress_bar, rollout, InnerEnv};
 use super::outer::{MetaMethod, OuterStep};
 use super::tasks::{family_spec, make_env, repeat_tasks, sample_tasks};
@@ -193,6 +194,7 @@ pub fn meta_train(
     // Everything that can be refused is checked, and every GPU buffer is
     // allocated, before the first step.
     meta.validate()?;
+    check_baseline(meta, options.baseline)?;
     let spec = family_spec(meta.family, &ppo.hidden)?;
     let inner = inner_config(ppo, meta)?;
     let (m_count, n, k_inner) = (meta.meta_batch, ppo.num_envs, meta.inner_updates);
@@ -237,10 +239,31 @@ pub fn meta_train(
         let theta = outer.theta.read(ctx)?;
         save_init(&meta_path, &spec, &theta, "meta", meta, ppo, meta_iteration)
     };
-    save_theta(&outer, 0)?;
     let mut csv = MetricsCsv::create(&run.path().join(META_METRICS_FILE), &META_METRICS_COLUMNS)?;
-
-    gpu.set_params(ctx, &theta0.repeat(m_count))?;
+    let mut multitask_wall_s = None;
+    if meta.meta_init == MetaInit::Multitask {
+        let (mt_gpu, mt) = mt_gpu
+            .as_mut()
+            .ok_or_else(|| warm_start_needs_baseline(meta))?;
+        multitask_wall_s = Some(train_multitask(
+            ctx, mt_gpu, mt, ppo, meta, &spec, &theta0, &run, &mut csv, options,
+        )?);
+        outer.theta.write(ctx, &mt_gpu.read_params(ctx)?)?;
+    }
+    save_theta(&outer, 0)?;
+    if options.stop_requested() {
+        return Ok(MetaTrainReport {
+            run_dir: run.path().to_path_buf(),
+            meta_iterations: 0,
+            interrupted: true,
+            meta_wall_s: 0.0,
+            multitask_wall_s,
+            meta_env_steps: 0,
+            last_returns: (None, None),
+        });
+    }
+    let meta_theta0 = outer.theta.read(ctx)?;
+    gpu.set_params(ctx, &meta_theta0.repeat(m_count))?;
     let bar = progress_bar(
         options.progress,
         meta.meta_iterations,
@@ -331,12 +354,13 @@ pub fn meta_train(
     let meta_wall_s = start.elapsed().as_secs_f64();
     let interrupted = done < meta.meta_iterations;
 
-    let multitask_wall_s = match (&mut mt_gpu, interrupted) {
-        (Some((mt_gpu, mt)), false) => Some(train_multitask(
-            ctx, mt_gpu, mt, ppo, meta, &spec, &theta0, &run, &mut csv, options,
-        )?),
-        _ => None,
-    };
+    if multitask_wall_s.is_none() && !interrupted {
+        if let Some((mt_gpu, mt)) = &mut mt_gpu {
+            multitask_wall_s = Some(train_multitask(
+                ctx, mt_gpu, mt, ppo, meta, &spec, &theta0, &run, &mut csv, options,
+            )?);
+        }
+    }
     Ok(MetaTrainReport {
         run_dir: run.path().to_path_buf(),
         meta_iterations: done,
@@ -346,6 +370,25 @@ pub fn meta_train(
         meta_env_steps: env_steps,
         last_returns,
     })
+}
+
+/// Refuses `meta_init = "multitask"` without the baseline it starts from.
+pub fn check_baseline(meta: &MetaConfig, baseline: bool) -> Result<()> {
+    if meta.meta_init == MetaInit::Multitask && !baseline {
+        return Err(warm_start_needs_baseline(meta));
+    }
+    Ok(())
+}
+
+fn warm_start_needs_baseline(meta: &MetaConfig) -> Error {
+    Error::config(
+        "meta_init",
+        "multitask",
+        format!(
+            "meta-training of the {} family starts from the multi-task baseline, so it must be trained: drop --no-baseline or set meta_init=scratch",
+            meta.family.name()
+        ),
+    )
 }
 
 fn fmt_cell(value: Option<f64>) -> String {

@@ -58,6 +58,7 @@ impl ClipAdam {
         num_agents: usize,
         params_per_agent: usize,
         max_grad_norm: f64,
+        eps: f64,
         buffers: &OptimBuffers<'_>,
     ) -> Result<Self> {
         const OP: &str = "clip_adam";
@@ -73,7 +74,7 @@ impl ClipAdam {
             max_grad_norm: max_grad_norm as f32,
             beta1: ADAM_BETA1 as f32,
             beta2: ADAM_BETA2 as f32,
-            eps: ADAM_EPS as f32,
+            eps: eps as f32,
             one_minus_beta1: (1.0 - ADAM_BETA1) as f32,
             one_minus_beta2: (1.0 - ADAM_BETA2) as f32,
         };
@@ -122,6 +123,7 @@ pub fn adam_cpu(
     m: &mut [f64],
     v: &mut [f64],
     learning_rate: f64,
+    eps: f64,
     step: u32,
 ) {
     let bias1 = 1.0 - ADAM_BETA1.powi(step as i32);
@@ -129,6 +131,6 @@ pub fn adam_cpu(
     for i in 0..params.len() {
         m[i] += (1.0 - ADAM_BETA1) * (grads[i] - m[i]);
         v[i] = ADAM_BETA2 * v[i] + (1.0 - ADAM_BETA2) * grads[i] * grads[i];
-        params[i] -= learning_rate / bias1 * m[i] / (v[i].sqrt() / bias2_sqrt + ADAM_EPS);
+        params[i] -= learning_rate / bias1 * m[i] / (v[i].sqrt() / bias2_sqrt + eps);
     }
 }

@@ -33,6 +33,8 @@ pub struct UpdateSettings {
     pub norm_adv: bool,
     pub coefs: LossCoefs,
     pub max_grad_norm: f64,
+    /// Adam's ε.
+    pub adam_eps: f64,
     pub target_kl: Option<f64>,
 }
 
@@ -343,6 +345,7 @@ impl PpoGpu {
             p,
             k,
             settings.max_grad_norm,
+            settings.adam_eps,
             &OptimBuffers {
                 grads: &grads,
                 agent_state: &agent_state,

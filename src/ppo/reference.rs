@@ -209,6 +209,7 @@ pub fn reference_update(inputs: &ReferenceInputs<'_>) -> ReferenceOutput {
                     adam_m,
                     adam_v,
                     inputs.learning_rates[p],
+                    settings.adam_eps,
                     out.adam_steps[p],
                 );
                 let means = row_stats_mean_cpu(&loss.row_stats);

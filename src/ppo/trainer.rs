@@ -96,6 +96,7 @@ pub fn update_settings(config: &PpoConfig) -> UpdateSettings {
             clip_vloss: config.clip_vloss,
         },
         max_grad_norm: config.max_grad_norm,
+        adam_eps: config.adam_eps,
         target_kl: config.target_kl,
     }
 }
