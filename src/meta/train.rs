@@ -240,29 +240,19 @@ pub fn meta_train(
         save_init(&meta_path, &spec, &theta, "meta", meta, ppo, meta_iteration)
     };
     let mut csv = MetricsCsv::create(&run.path().join(META_METRICS_FILE), &META_METRICS_COLUMNS)?;
+    // Under meta_init = multitask the baseline trains first (check_baseline
+    // made sure it is there) and θ starts from it; a Ctrl-C during it skips
+    // meta-training below.
     let mut multitask_wall_s = None;
-    if meta.meta_init == MetaInit::Multitask {
-        let (mt_gpu, mt) = mt_gpu
-            .as_mut()
-            .ok_or_else(|| warm_start_needs_baseline(meta))?;
+    let mut meta_theta0 = theta0.clone();
+    if let (MetaInit::Multitask, Some((mt_gpu, mt))) = (meta.meta_init, &mut mt_gpu) {
         multitask_wall_s = Some(train_multitask(
             ctx, mt_gpu, mt, ppo, meta, &spec, &theta0, &run, &mut csv, options,
         )?);
-        outer.theta.write(ctx, &mt_gpu.read_params(ctx)?)?;
+        meta_theta0 = mt_gpu.read_params(ctx)?;
+        outer.theta.write(ctx, &meta_theta0)?;
     }
     save_theta(&outer, 0)?;
-    if options.stop_requested() {
-        return Ok(MetaTrainReport {
-            run_dir: run.path().to_path_buf(),
-            meta_iterations: 0,
-            interrupted: true,
-            meta_wall_s: 0.0,
-            multitask_wall_s,
-            meta_env_steps: 0,
-            last_returns: (None, None),
-        });
-    }
-    let meta_theta0 = outer.theta.read(ctx)?;
     gpu.set_params(ctx, &meta_theta0.repeat(m_count))?;
     let bar = progress_bar(
         options.progress,
@@ -375,20 +365,16 @@ pub fn meta_train(
 /// Refuses `meta_init = "multitask"` without the baseline it starts from.
 pub fn check_baseline(meta: &MetaConfig, baseline: bool) -> Result<()> {
     if meta.meta_init == MetaInit::Multitask && !baseline {
-        return Err(warm_start_needs_baseline(meta));
+        return Err(Error::config(
+            "meta_init",
+            "multitask",
+            format!(
+                "meta-training of the {} family starts from the multi-task baseline, so it must be trained: drop --no-baseline or set meta_init=scratch",
+                meta.family.name()
+            ),
+        ));
     }
     Ok(())
-}
-
-fn warm_start_needs_baseline(meta: &MetaConfig) -> Error {
-    Error::config(
-        "meta_init",
-        "multitask",
-        format!(
-            "meta-training of the {} family starts from the multi-task baseline, so it must be trained: drop --no-baseline or set meta_init=scratch",
-            meta.family.name()
-        ),
-    )
 }
 
 fn fmt_cell(value: Option<f64>) -> String {
