@@ -8,11 +8,13 @@ use clap::Args;
 use ppo_wgpu::config::PpoConfig;
 use ppo_wgpu::gpu::GpuContext;
 use ppo_wgpu::meta::config::split_sets;
-use ppo_wgpu::meta::eval::{adaptation_eval, plot_adaptation, write_report, AdaptationReport};
+use ppo_wgpu::meta::eval::{
+    adaptation_eval, plot_adaptation, write_report, AdaptationReport, Init,
+};
 use ppo_wgpu::meta::tasks::family_spec;
 use ppo_wgpu::meta::train::{
-    check_baseline, inner_config, load_init, meta_train, multitask_config, MetaTrainOptions,
-    META_CHECKPOINT_FILE, META_CONFIG_FILE, MULTITASK_CHECKPOINT_FILE,
+    check_baseline, inner_config, load_init, load_init_with_context, meta_train, multitask_config,
+    MetaTrainOptions, META_CHECKPOINT_FILE, META_CONFIG_FILE, MULTITASK_CHECKPOINT_FILE,
 };
 use ppo_wgpu::meta::{MetaConfig, TaskFamily};
 use ppo_wgpu::ppo::trainer::initial_params;
@@ -29,7 +31,7 @@ pub struct MetaTrainArgs {
     /// Task family: cartpole (physics ranges + an unobserved target velocity) or nav (2-D goals).
     #[arg(long, default_value = "cartpole")]
     family: String,
-    /// Outer step: reptile or fomaml (first-order MAML).
+    /// Outer step: reptile, fomaml (first-order MAML) or cavia (first-order CAVIA: only a task context adapts)
     #[arg(long)]
     method: Option<String>,
     /// PPO preset of the inner loop (see `train --help`); default: the family's.
@@ -239,14 +241,16 @@ fn evaluate_run(
     name: &str,
 ) -> Result<()> {
     let spec = family_spec(meta.family, &ppo.hidden)?;
-    let mut inits = vec![(
-        format!("meta ({})", meta.method.name()),
-        load_init(&run.join(META_CHECKPOINT_FILE), &spec)?,
-    )];
-    inits.push(("scratch".into(), initial_params(&spec, 1, ppo.seed)));
+    let (theta, context) = load_init_with_context(&run.join(META_CHECKPOINT_FILE), &spec)?;
+    let mut inits = vec![Init {
+        name: format!("meta ({})", meta.method.name()),
+        params: theta,
+        context,
+    }];
+    inits.push(Init::plain("scratch", initial_params(&spec, 1, ppo.seed)));
     if with_baseline {
-        inits.push((
-            "multi-task".into(),
+        inits.push(Init::plain(
+            "multi-task",
             load_init(&run.join(MULTITASK_CHECKPOINT_FILE), &spec)?,
         ));
     }

@@ -10,7 +10,7 @@ use ppo_wgpu::config::PpoConfig;
 use ppo_wgpu::env::{Nav, NavConfig, StepOut, VecEnv, NAV_OBS_DIM};
 use ppo_wgpu::gpu::GpuBuffer;
 use ppo_wgpu::meta::config::{split_sets, GoalShape};
-use ppo_wgpu::meta::eval::{adaptation_eval, mean_ci95, plot_adaptation, t_quantile_975};
+use ppo_wgpu::meta::eval::{adaptation_eval, mean_ci95, plot_adaptation, t_quantile_975, Init};
 use ppo_wgpu::meta::inner::{ppo_iteration, InnerEnv};
 use ppo_wgpu::meta::tasks::{family_spec, make_env, repeat_tasks};
 use ppo_wgpu::meta::train::{
@@ -50,7 +50,7 @@ fn outer_step_matches_cpu_reference() {
                 // element the broadcast misses stays NaN and fails.
                 let start = match method {
                     MetaMethod::Reptile => params.clone(),
-                    MetaMethod::Fomaml => vec![f32::NAN; m * k],
+                    _ => vec![f32::NAN; m * k],
                 };
                 let params_gpu = GpuBuffer::from_slice(ctx, "params", &start).unwrap();
                 let grads_gpu = GpuBuffer::from_slice(ctx, "grads", &grads).unwrap();
@@ -61,6 +61,7 @@ fn outer_step_matches_cpu_reference() {
                     m,
                     &params_gpu,
                     &grads_gpu,
+                    None,
                     meta_lr as f64,
                 )
                 .unwrap();
@@ -205,7 +206,7 @@ fn tiny_meta_training_outer_step_matches_reference() {
         let mut gpu = PpoGpu::new(ctx, &spec, &update_settings(&ppo)).unwrap();
         let mut theta = initial_params(&spec, 1, 7);
         let mut outer =
-            OuterStep::new(ctx, method, &theta, 3, &gpu.params, gpu.grads(), 0.5).unwrap();
+            OuterStep::new(ctx, method, &theta, 3, &gpu.params, gpu.grads(), None, 0.5).unwrap();
         gpu.set_params(ctx, &theta.repeat(3)).unwrap();
         let mut adam = MetaAdamState::default();
         for outer_iteration in 0..2u32 {
@@ -305,10 +306,7 @@ fn meta_train_writes_inits_metrics_and_adaptation_report() {
             3
         );
 
-        let inits = vec![
-            ("meta".to_string(), theta),
-            ("scratch".to_string(), scratch),
-        ];
+        let inits = vec![Init::plain("meta", theta), Init::plain("scratch", scratch)];
         let report = adaptation_eval(ctx, &ppo, &meta, &inits, false).unwrap();
         assert_eq!(report.curves.len(), 2);
         let max_entropy = (spec.num_actions as f64).ln();

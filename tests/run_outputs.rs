@@ -133,6 +133,7 @@ fn checkpoint(num_agents: usize, with_optimizer: bool) -> Checkpoint {
         critic_layers,
         agents,
         metadata,
+        context: None,
     }
 }
 

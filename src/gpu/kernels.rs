@@ -44,6 +44,7 @@ shader_files! {
     STATS_WGSL => "stats.wgsl",
     OPTIM_WGSL => "optim.wgsl",
     META_WGSL => "meta.wgsl",
+    CONTEXT_WGSL => "context.wgsl",
     CARTPOLE_WGSL => "cartpole.wgsl",
 }
 
@@ -66,6 +67,12 @@ pub enum Kernel {
     Adam,
     ReptileOuter,
     FomamlOuter,
+    ContextAccumulate,
+    ContextStep,
+    ContextApply,
+    ContextReset,
+    ContextCollect,
+    ContextOuter,
     CartPoleStep,
 }
 
@@ -110,6 +117,12 @@ impl Kernel {
         Kernel::Adam,
         Kernel::ReptileOuter,
         Kernel::FomamlOuter,
+        Kernel::ContextAccumulate,
+        Kernel::ContextStep,
+        Kernel::ContextApply,
+        Kernel::ContextReset,
+        Kernel::ContextCollect,
+        Kernel::ContextOuter,
         Kernel::CartPoleStep,
     ];
 
@@ -270,6 +283,66 @@ impl Kernel {
                         (3, ReadWrite),
                         (4, ReadWrite),
                         (5, ReadWrite),
+                    ],
+                    Shape::PerItem,
+                ),
+                Kernel::ContextAccumulate => (
+                    CONTEXT_WGSL,
+                    "context_accumulate",
+                    &[(0, Uniform), (1, Read), (4, ReadWrite), (9, ReadWrite)],
+                    Shape::PerItem,
+                ),
+                Kernel::ContextStep => (
+                    CONTEXT_WGSL,
+                    "context_step",
+                    &[(0, Uniform), (2, Read), (6, ReadWrite), (9, ReadWrite)],
+                    Shape::PerItem,
+                ),
+                Kernel::ContextApply => (
+                    CONTEXT_WGSL,
+                    "context_apply",
+                    &[
+                        (0, Uniform),
+                        (3, ReadWrite),
+                        (4, ReadWrite),
+                        (5, ReadWrite),
+                        (6, ReadWrite),
+                    ],
+                    Shape::PerItem,
+                ),
+                Kernel::ContextReset => (
+                    CONTEXT_WGSL,
+                    "context_reset",
+                    &[
+                        (0, Uniform),
+                        (3, ReadWrite),
+                        (5, ReadWrite),
+                        (6, ReadWrite),
+                        (9, ReadWrite),
+                    ],
+                    Shape::PerItem,
+                ),
+                Kernel::ContextCollect => (
+                    CONTEXT_WGSL,
+                    "context_collect",
+                    &[
+                        (0, Uniform),
+                        (1, Read),
+                        (6, ReadWrite),
+                        (10, ReadWrite),
+                        (11, ReadWrite),
+                    ],
+                    Shape::PerItem,
+                ),
+                Kernel::ContextOuter => (
+                    CONTEXT_WGSL,
+                    "context_outer",
+                    &[
+                        (0, Uniform),
+                        (4, ReadWrite),
+                        (7, ReadWrite),
+                        (8, ReadWrite),
+                        (11, ReadWrite),
                     ],
                     Shape::PerItem,
                 ),

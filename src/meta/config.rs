@@ -6,18 +6,25 @@ use serde::{Deserialize, Serialize};
 
 use super::outer::MetaMethod;
 use crate::error::{Error, Result};
+use crate::ops::context::{check_context_step, MAX_CONTEXT_DIM};
 
 /// Every key of [`MetaConfig`], in struct order.
-pub const META_FIELD_NAMES: [&str; 32] = [
+pub const META_FIELD_NAMES: [&str; 38] = [
     "family",
     "method",
     "meta_init",
     "meta_iterations",
     "meta_batch",
     "inner_updates",
+    "baseline_iterations",
     "meta_lr",
     "anneal_meta_lr",
     "meta_checkpoint_every",
+    "context_dim",
+    "context_lr",
+    "context_lr_decay",
+    "context_bound",
+    "context_init_std",
     "eval_tasks",
     "eval_seed",
     "adapt_steps",
@@ -46,6 +53,13 @@ pub const META_FIELD_NAMES: [&str; 32] = [
 /// First-order MAML's default meta learning rate (its outer step is Adam);
 /// Reptile's default ε is 1, annealed.
 pub const FOMAML_META_LR: f64 = 0.003;
+
+/// CAVIA's default meta learning rate (Adam on θ and the context weights,
+/// constant).
+pub const CAVIA_META_LR: f64 = 0.001;
+
+/// CAVIA's default inner updates (context steps) per task.
+pub const CAVIA_INNER_UPDATES: usize = 2;
 
 /// Most adaptation updates `adapt_steps` may ask for.
 pub const MAX_ADAPT_STEPS: usize = 1000;
@@ -90,6 +104,10 @@ pub struct MetaConfig {
     pub meta_batch: usize,
     /// PPO updates (rollout + update epochs) of each inner loop.
     pub inner_updates: usize,
+    /// PPO iterations of the multi-task baseline; 0 (the default):
+    /// `meta_iterations × inner_updates` (CAVIA: `× (inner_updates + 1)`,
+    /// its fresh rollouts included), the env steps of meta-training.
+    pub baseline_iterations: usize,
     /// Reptile's ε (default 1), or the learning rate of first-order MAML's
     /// Adam outer step (default [`FOMAML_META_LR`] when `method = "fomaml"`).
     pub meta_lr: f64,
@@ -97,6 +115,20 @@ pub struct MetaConfig {
     pub anneal_meta_lr: bool,
     /// Write the meta-checkpoint every this many outer steps (0: only at the end).
     pub meta_checkpoint_every: usize,
+    /// CAVIA: numbers in each task's context (an input of both networks'
+    /// first layers, adapted alone in the inner loops and at evaluation).
+    pub context_dim: usize,
+    /// CAVIA: SGD step size of the context's first update; update k of an
+    /// adaptation (1-based) steps with `context_lr / k^context_lr_decay`.
+    pub context_lr: f64,
+    /// CAVIA: how fast the context's step size falls over an adaptation (0:
+    /// constant).
+    pub context_lr_decay: f64,
+    /// CAVIA: each context number stays in [-context_bound, context_bound].
+    pub context_bound: f64,
+    /// CAVIA: standard deviation of the critic's context weights' initial
+    /// values (normal, seeded by `seed`); the actor's start at 0.
+    pub context_init_std: f64,
     /// Held-out tasks of the adaptation evaluation.
     pub eval_tasks: usize,
     /// Seed of the held-out tasks (distinct from training's task seeds).
@@ -201,9 +233,15 @@ impl Default for MetaConfig {
             meta_iterations: 300,
             meta_batch: 16,
             inner_updates: 3,
+            baseline_iterations: 0,
             meta_lr: 1.0,
             anneal_meta_lr: true,
             meta_checkpoint_every: 25,
+            context_dim: 2,
+            context_lr: 1.0,
+            context_lr_decay: 1.0,
+            context_bound: 2.0,
+            context_init_std: 0.5,
             eval_tasks: 32,
             eval_seed: 1_000_000_007,
             adapt_steps: vec![0, 1, 2, 5, 10],
@@ -265,6 +303,22 @@ impl MetaConfig {
             ));
         }
         check_positive("meta_lr", self.meta_lr)?;
+        if self.context_dim == 0 || self.context_dim > MAX_CONTEXT_DIM {
+            return Err(Error::config(
+                "context_dim",
+                self.context_dim,
+                format!("must be in 1..={MAX_CONTEXT_DIM}"),
+            ));
+        }
+        check_context_step(self.context_lr, self.context_bound)?;
+        check_positive("context_init_std", self.context_init_std)?;
+        if !(self.context_lr_decay.is_finite() && self.context_lr_decay >= 0.0) {
+            return Err(Error::config(
+                "context_lr_decay",
+                self.context_lr_decay,
+                "must be finite and >= 0",
+            ));
+        }
         if self.adapt_steps.is_empty() {
             return Err(Error::config(
                 "adapt_steps",
@@ -344,7 +398,11 @@ impl MetaConfig {
 
     /// This config with `sets` applied (each key and value type checked on
     /// its own, so an error names it), then validated. Choosing `fomaml`
-    /// without a `meta_lr` takes [`FOMAML_META_LR`].
+    /// without a `meta_lr` takes [`FOMAML_META_LR`]; choosing `cavia` takes,
+    /// for each of these keys not set: `meta_lr` [`CAVIA_META_LR`], not
+    /// annealed, `inner_updates` [`CAVIA_INNER_UPDATES`], and `meta_init =
+    /// "multitask"` (first-order outer steps alone do not learn to balance
+    /// CartPole from scratch; see the README).
     pub fn with_sets(&self, sets: &[MetaSet]) -> Result<MetaConfig> {
         let mut table = toml::Table::try_from(self)
             .map_err(|e| Error::config("meta config", "(serialize)", e.to_string()))?;
@@ -370,11 +428,43 @@ impl MetaConfig {
             .try_into()
             .map_err(|e| Error::config("meta config", "(merged)", e.to_string()))?;
         let sets_key = |name: &str| sets.iter().any(|(k, _)| k == name);
-        if sets_key("method") && config.method == MetaMethod::Fomaml && !sets_key("meta_lr") {
-            config.meta_lr = FOMAML_META_LR;
+        if sets_key("method") && !sets_key("meta_lr") {
+            match config.method {
+                MetaMethod::Fomaml => config.meta_lr = FOMAML_META_LR,
+                MetaMethod::Cavia => config.meta_lr = CAVIA_META_LR,
+                MetaMethod::Reptile => {}
+            }
+        }
+        if sets_key("method") && config.method == MetaMethod::Cavia {
+            if !sets_key("meta_init") {
+                config.meta_init = MetaInit::Multitask;
+            }
+            if !sets_key("inner_updates") {
+                config.inner_updates = CAVIA_INNER_UPDATES;
+            }
+            if !sets_key("anneal_meta_lr") {
+                config.anneal_meta_lr = false;
+            }
         }
         config.validate()?;
         Ok(config)
+    }
+
+    /// PPO iterations the multi-task baseline trains for.
+    pub fn baseline_ppo_iterations(&self) -> usize {
+        let rollouts = match self.method {
+            MetaMethod::Cavia => self.inner_updates + 1,
+            MetaMethod::Reptile | MetaMethod::Fomaml => self.inner_updates,
+        };
+        match self.baseline_iterations {
+            0 => self.meta_iterations.saturating_mul(rollouts),
+            n => n,
+        }
+    }
+
+    /// CAVIA's context step size at adaptation update `k` (1-based).
+    pub fn context_lr_at(&self, k: usize) -> f64 {
+        self.context_lr / (k.max(1) as f64).powf(self.context_lr_decay)
     }
 
     pub fn to_toml(&self) -> Result<String> {

@@ -16,10 +16,31 @@ use super::tasks::{family_spec, make_env, repeat_tasks, sample_tasks};
 use crate::config::PpoConfig;
 use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
+use crate::ops::context::ContextLayout;
 use crate::ppo::policy::evaluate_env;
 use crate::ppo::trainer::update_settings;
 use crate::ppo::{AgentUpdateStats, PpoGpu};
-use crate::run::write_atomic;
+use crate::run::{write_atomic, ContextWeights};
+
+/// An initialization to evaluate: its parameters and, for CAVIA, its context
+/// weights (then its adaptation updates move the context alone).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Init {
+    pub name: String,
+    pub params: Vec<f32>,
+    pub context: Option<ContextWeights>,
+}
+
+impl Init {
+    /// An initialization adapted by PPO on all its parameters.
+    pub fn plain(name: impl Into<String>, params: Vec<f32>) -> Init {
+        Init {
+            name: name.into(),
+            params,
+            context: None,
+        }
+    }
+}
 
 /// The adaptation curve of one initialization.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -113,12 +134,14 @@ pub fn mean_ci95(values: &[f64]) -> (f64, f64, f64) {
     (mean, mean - half, mean + half)
 }
 
-/// Adapts each `(name, θ)` on the held-out tasks and measures it at every k.
+/// Adapts each initialization on the held-out tasks and measures it at
+/// every k: PPO on all parameters, or, for an init with context weights,
+/// CAVIA's context steps (`meta.context_lr`, `meta.context_bound`).
 pub fn adaptation_eval(
     ctx: &GpuContext,
     ppo: &PpoConfig,
     meta: &MetaConfig,
-    inits: &[(String, Vec<f32>)],
+    inits: &[Init],
     progress: bool,
 ) -> Result<AdaptationReport> {
     meta.validate()?;
@@ -130,14 +153,25 @@ pub fn adaptation_eval(
         ..ppo.clone()
     };
     config.validate()?;
-    for (name, theta) in inits {
-        if theta.len() != spec.param_count() {
+    for init in inits {
+        if init.params.len() != spec.param_count() {
             return Err(Error::shape(
                 "meta-eval",
-                name,
+                &init.name,
                 spec.param_count(),
-                theta.len(),
+                init.params.len(),
             ));
+        }
+        if let Some(context) = &init.context {
+            let layout = ContextLayout::new(&spec, context.dim)?;
+            if context.weights.len() != layout.weight_len() {
+                return Err(Error::shape(
+                    "meta-eval",
+                    &format!("{} context weights", init.name),
+                    layout.weight_len(),
+                    context.weights.len(),
+                ));
+            }
         }
     }
     let cartpole_steps = u32::try_from(ppo.max_episode_steps).map_err(|_| {
@@ -148,14 +182,31 @@ pub fn adaptation_eval(
         )
     })?;
     let mut gpu = PpoGpu::new(ctx, &spec, &update_settings(&config))?;
+    if let Some(context) = inits.iter().find_map(|i| i.context.as_ref()) {
+        gpu.enable_context(ctx, context.dim, meta.context_lr, meta.context_bound)?;
+    }
     let tasks = sample_tasks(meta, meta.eval_seed, e_count);
     let k_max = *meta.adapt_steps.last().unwrap_or(&0);
     let episodes = meta.adapt_eval_episodes;
     let bar = progress_bar(progress, inits.len() * (k_max + 1), "meta-eval", " updates");
     let start = std::time::Instant::now();
     let mut curves = Vec::new();
-    for (name, theta) in inits {
-        gpu.set_params(ctx, &theta.repeat(e_count))?;
+    for init in inits {
+        let name = &init.name;
+        gpu.set_params(ctx, &init.params.repeat(e_count))?;
+        match &init.context {
+            Some(context) => {
+                let dim = gpu.context().map(|c| c.layout().dim);
+                if dim != Some(context.dim) {
+                    gpu.enable_context(ctx, context.dim, meta.context_lr, meta.context_bound)?;
+                }
+                gpu.use_context(true)?;
+                if let Some(step) = gpu.context() {
+                    step.set_weights(ctx, &context.weights)?;
+                }
+            }
+            None => gpu.use_context(false)?,
+        }
         gpu.reset_optimizer(ctx)?;
         gpu.set_learning_rates(&vec![ppo.learning_rate; e_count])?;
         let env = make_env(meta, &repeat_tasks(&tasks, n), e_count, n, cartpole_steps)?;
@@ -189,6 +240,11 @@ pub fn adaptation_eval(
                 );
             }
             if k < k_max {
+                if init.context.is_some() {
+                    if let Some(context) = gpu.context_mut() {
+                        context.set_step(ctx, meta.context_lr_at(k + 1), meta.context_bound)?;
+                    }
+                }
                 let iteration = ppo_iteration(ctx, &mut gpu, &mut inner, meta.eval_seed, k as u32)?;
                 updates.push(UpdateSummary::mean_of(&iteration.stats));
             }

@@ -11,5 +11,5 @@ pub mod tasks;
 pub mod train;
 
 pub use config::{MetaConfig, MetaInit, TargetKind, TaskFamily, META_FIELD_NAMES};
-pub use outer::{outer_step_cpu, MetaAdamState, MetaMethod, OuterStep};
+pub use outer::{context_outer_cpu, outer_step_cpu, MetaAdamState, MetaMethod, OuterStep};
 pub use tasks::{sample_tasks, Target, Task};

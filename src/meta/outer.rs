@@ -4,8 +4,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::gpu::{Dispatch, GpuBuffer, GpuContext, Kernel};
+use crate::ops::context::{ContextDims, ContextLayout, ContextStep};
 use crate::ops::fits_u32;
 use crate::ops::optim::{ADAM_BETA1, ADAM_BETA2};
 
@@ -19,16 +20,32 @@ pub enum MetaMethod {
     /// gradient at each adapted agent's parameters on fresh data
     /// (first-order MAML, Finn et al. 2017; Adam as MAML's meta-optimizer).
     Fomaml,
+    /// First-order CAVIA (Zintgraf et al. 2019): the inner loops adapt only
+    /// a task context of `context_dim` numbers that starts at 0 for every
+    /// task, an input of the policy's first layer and a linear term of the
+    /// value (see [`crate::ops::context`]); the outer step is first-order MAML's Adam
+    /// step on θ, plus one on the context weights along
+    /// mean_m(∂L_m/∂s ⊗ φ_m), both summed over the losses after each
+    /// context step (MAML++'s multi-step loss): the rollouts of inner
+    /// updates 2..K and the fresh one after the last.
+    Cavia,
 }
 
 impl MetaMethod {
-    pub const NAMES: [&'static str; 2] = ["reptile", "fomaml"];
+    pub const NAMES: [&'static str; 3] = ["reptile", "fomaml", "cavia"];
 
     pub fn name(self) -> &'static str {
         match self {
             MetaMethod::Reptile => "reptile",
             MetaMethod::Fomaml => "fomaml",
+            MetaMethod::Cavia => "cavia",
         }
+    }
+
+    /// Whether the outer step needs the gradient at the adapted parameters
+    /// on a fresh rollout (first-order MAML and CAVIA).
+    pub fn needs_gradient(self) -> bool {
+        matches!(self, MetaMethod::Fomaml | MetaMethod::Cavia)
     }
 }
 
@@ -68,6 +85,19 @@ pub struct OuterStep {
     method: MetaMethod,
     dims: MetaDims,
     dispatch: Dispatch,
+    /// CAVIA's step on the context weights (which live in the agents'
+    /// [`ContextStep`]).
+    context: Option<ContextOuter>,
+}
+
+/// The outer step of the context weights: Adam along the mean over agents
+/// of the collected ∂L/∂s ⊗ φ.
+#[derive(Debug)]
+struct ContextOuter {
+    adam_m: GpuBuffer<f32>,
+    adam_v: GpuBuffer<f32>,
+    dims: ContextDims,
+    dispatch: Dispatch,
 }
 
 /// `1 - β₁^t` and `sqrt(1 - β₂^t)` in double precision, then rounded.
@@ -80,7 +110,10 @@ fn bias_corrections(step: u32) -> (f32, f32) {
 }
 
 impl OuterStep {
-    /// `params` and `grads` are the agents' [M][K] buffers; `theta` starts as `initial` [K].
+    /// `params` and `grads` are the agents' [M][K] buffers; `theta` starts as
+    /// `initial` [K]. CAVIA also steps the weights of `context` (the agents'
+    /// contexts, which it needs; the other methods ignore it).
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         ctx: &GpuContext,
         method: MetaMethod,
@@ -88,6 +121,7 @@ impl OuterStep {
         num_agents: usize,
         params: &GpuBuffer<f32>,
         grads: &GpuBuffer<f32>,
+        context: Option<&ContextStep>,
         meta_lr: f64,
     ) -> Result<Self> {
         const OP: &str = "meta outer step";
@@ -108,6 +142,11 @@ impl OuterStep {
             bias1,
             bias2_sqrt,
         };
+        // CAVIA's θ gradient is the collected multi-step sum.
+        let theta_grads = match (method, context) {
+            (MetaMethod::Cavia, Some(c)) => &c.theta_acc,
+            _ => grads,
+        };
         let dispatch = match method {
             MetaMethod::Reptile => Dispatch::with_uniform(
                 ctx,
@@ -116,12 +155,12 @@ impl OuterStep {
                 &[theta.binding(), params.binding()],
                 k as u64,
             )?,
-            MetaMethod::Fomaml => Dispatch::with_uniform(
+            MetaMethod::Fomaml | MetaMethod::Cavia => Dispatch::with_uniform(
                 ctx,
                 Kernel::FomamlOuter,
                 &dims,
                 &[
-                    grads.binding(),
+                    theta_grads.binding(),
                     theta.binding(),
                     params.binding(),
                     adam_m.binding(),
@@ -129,6 +168,19 @@ impl OuterStep {
                 ],
                 k as u64,
             )?,
+        };
+        let context = match (method, context) {
+            (MetaMethod::Cavia, Some(context)) => {
+                Some(ContextOuter::new(ctx, context, num_agents, meta_lr)?)
+            }
+            (MetaMethod::Cavia, None) => {
+                return Err(Error::config(
+                    "method",
+                    "cavia",
+                    "the outer step needs the agents' task contexts (PpoGpu::enable_context)",
+                ))
+            }
+            _ => None,
         };
         Ok(OuterStep {
             theta,
@@ -138,6 +190,7 @@ impl OuterStep {
             method,
             dims,
             dispatch,
+            context,
         })
     }
 
@@ -148,14 +201,43 @@ impl OuterStep {
     /// Changes the meta learning rate of later steps (annealing).
     pub fn set_meta_lr(&mut self, meta_lr: f64) {
         self.dims.meta_lr = meta_lr as f32;
+        if let Some(context) = &mut self.context {
+            context.dims.meta_lr = meta_lr as f32;
+        }
     }
 
-    /// One outer step and the broadcast, as its own submission.
+    /// One outer step and the broadcast, as its own submission. Under CAVIA
+    /// the context weights step first (they read the adapted contexts);
+    /// the agents' contexts still hold them afterwards, so the caller
+    /// restarts them ([`PpoGpu::reset_context`](crate::ppo::PpoGpu::reset_context))
+    /// from the broadcast θ.
     pub fn run(&mut self, ctx: &GpuContext) {
         self.step += 1;
         (self.dims.bias1, self.dims.bias2_sqrt) = bias_corrections(self.step);
         self.dispatch.write_uniform(ctx, &self.dims);
-        ctx.run("meta outer step", &[&self.dispatch]);
+        match &mut self.context {
+            Some(context) => {
+                (context.dims.bias1, context.dims.bias2_sqrt) =
+                    (self.dims.bias1, self.dims.bias2_sqrt);
+                context.dispatch.write_uniform(ctx, &context.dims);
+                ctx.run("meta outer step", &[&context.dispatch, &self.dispatch]);
+            }
+            None => ctx.run("meta outer step", &[&self.dispatch]),
+        }
+    }
+
+    /// The context weights' Adam state (CAVIA only).
+    pub fn read_context_adam(&self, ctx: &GpuContext) -> Result<Option<MetaAdamState>> {
+        self.context
+            .as_ref()
+            .map(|c| {
+                Ok(MetaAdamState {
+                    m: c.adam_m.read(ctx)?,
+                    v: c.adam_v.read(ctx)?,
+                    step: self.step,
+                })
+            })
+            .transpose()
     }
 
     /// The meta-optimizer's state (first-order MAML's Adam moments).
@@ -170,6 +252,97 @@ impl OuterStep {
     pub fn dispatch(&self) -> &Dispatch {
         &self.dispatch
     }
+}
+
+impl ContextOuter {
+    fn new(
+        ctx: &GpuContext,
+        context: &ContextStep,
+        num_agents: usize,
+        meta_lr: f64,
+    ) -> Result<Self> {
+        const OP: &str = "context outer step";
+        let layout = context.layout();
+        if context.num_agents() != num_agents {
+            return Err(Error::shape(
+                OP,
+                "context agents",
+                num_agents,
+                context.num_agents(),
+            ));
+        }
+        let len = layout.weight_len();
+        let adam_m = GpuBuffer::zeros(ctx, "context weights adam m", len)?;
+        let adam_v = GpuBuffer::zeros(ctx, "context weights adam v", len)?;
+        let mut dims = ContextDims::new(layout, num_agents)?;
+        dims.meta_lr = meta_lr as f32;
+        dims.beta1 = ADAM_BETA1 as f32;
+        dims.beta2 = ADAM_BETA2 as f32;
+        dims.eps = META_ADAM_EPS as f32;
+        let dispatch = Dispatch::with_uniform(
+            ctx,
+            Kernel::ContextOuter,
+            &dims,
+            &[
+                context.weights.binding(),
+                adam_m.binding(),
+                adam_v.binding(),
+                context.weight_acc.binding(),
+            ],
+            len as u64,
+        )?;
+        Ok(ContextOuter {
+            adam_m,
+            adam_v,
+            dims,
+            dispatch,
+        })
+    }
+}
+
+/// One first-order MAML-style Adam step on `values` along `g(k)`, advancing
+/// `adam` (the kernels' f32 operations in the same order).
+fn adam_step_cpu(
+    values: &[f32],
+    adam: &mut MetaAdamState,
+    meta_lr: f32,
+    g: impl Fn(usize) -> f32,
+) -> Vec<f32> {
+    let len = values.len();
+    adam.m.resize(len, 0.0);
+    adam.v.resize(len, 0.0);
+    adam.step += 1;
+    let (bias1, bias2_sqrt) = bias_corrections(adam.step);
+    let (beta1, beta2) = (ADAM_BETA1 as f32, ADAM_BETA2 as f32);
+    let eps = META_ADAM_EPS as f32;
+    (0..len)
+        .map(|k| {
+            let g = g(k);
+            let m = adam.m[k] + (1.0 - beta1) * (g - adam.m[k]);
+            let v = beta2 * adam.v[k] + (1.0 - beta2) * g * g;
+            adam.m[k] = m;
+            adam.v[k] = v;
+            values[k] - meta_lr / bias1 * m / (v.sqrt() / bias2_sqrt + eps)
+        })
+        .collect()
+}
+
+/// CPU reference of `context_outer`: the new context weights [J][C] after
+/// an Adam step along the mean over agents of `weight_acc` [M][J][C] (the
+/// collected ∂L/∂s_j · φ[c], s the slots); advances `adam`.
+pub fn context_outer_cpu(
+    layout: &ContextLayout,
+    weights: &[f32],
+    weight_acc: &[f32],
+    num_agents: usize,
+    meta_lr: f32,
+    adam: &mut MetaAdamState,
+) -> Vec<f32> {
+    let wc = layout.weight_len();
+    adam_step_cpu(weights, adam, meta_lr, |i| {
+        let sum = (0..num_agents).fold(0.0f32, |s, m| s + weight_acc[m * wc + i]);
+        sum / num_agents as f32
+    })
 }
 
 /// CPU reference of the outer step (the kernel's f32 operations in the
@@ -194,24 +367,9 @@ pub fn outer_step_cpu(
                 theta[k] + meta_lr * (sum / num_agents as f32)
             })
             .collect(),
-        MetaMethod::Fomaml => {
-            adam.m.resize(k_count, 0.0);
-            adam.v.resize(k_count, 0.0);
-            adam.step += 1;
-            let (bias1, bias2_sqrt) = bias_corrections(adam.step);
-            let (beta1, beta2) = (ADAM_BETA1 as f32, ADAM_BETA2 as f32);
-            let eps = META_ADAM_EPS as f32;
-            (0..k_count)
-                .map(|k| {
-                    let sum = (0..num_agents).fold(0.0f32, |s, m| s + column(grads, m, k));
-                    let g = sum / num_agents as f32;
-                    let m = adam.m[k] + (1.0 - beta1) * (g - adam.m[k]);
-                    let v = beta2 * adam.v[k] + (1.0 - beta2) * g * g;
-                    adam.m[k] = m;
-                    adam.v[k] = v;
-                    theta[k] - meta_lr / bias1 * m / (v.sqrt() / bias2_sqrt + eps)
-                })
-                .collect()
-        }
+        MetaMethod::Fomaml | MetaMethod::Cavia => adam_step_cpu(theta, adam, meta_lr, |k| {
+            let sum = (0..num_agents).fold(0.0f32, |s, m| s + column(grads, m, k));
+            sum / num_agents as f32
+        }),
     }
 }

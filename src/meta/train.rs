@@ -19,11 +19,13 @@ use super::tasks::{family_spec, make_env, repeat_tasks, sample_tasks};
 use crate::config::{EnvDevice, PpoConfig};
 use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
+use crate::ops::context::ContextLayout;
 use crate::ppo::net::ActorCriticSpec;
 use crate::ppo::trainer::{initial_params, update_settings};
 use crate::ppo::{permutations, PpoGpu};
 use crate::run::{
-    load_checkpoint, save_checkpoint, write_atomic, AgentState, Checkpoint, MetricsCsv, RunDir,
+    load_checkpoint, save_checkpoint, write_atomic, AgentState, Checkpoint, ContextWeights,
+    MetricsCsv, RunDir,
 };
 
 pub const META_CONFIG_FILE: &str = "meta.toml";
@@ -127,19 +129,33 @@ fn fmt_return(value: Option<f64>) -> String {
     value.map_or("-".into(), |v| format!("{v:.1}"))
 }
 
-/// Saves one set of parameters (θ or the baseline) with its metadata.
+/// Saves one set of parameters (θ or the baseline), CAVIA's context
+/// weights if any, and the metadata.
+#[allow(clippy::too_many_arguments)]
 pub fn save_init(
     path: &Path,
     spec: &ActorCriticSpec,
     params: &[f32],
+    context: Option<&ContextWeights>,
     kind: &str,
     meta: &MetaConfig,
     ppo: &PpoConfig,
     meta_iteration: usize,
 ) -> Result<()> {
-    if let Some(bad) = params.iter().position(|v| !v.is_finite()) {
+    let context_values = context.map_or(&[][..], |c| &c.weights[..]);
+    let bad = params
+        .iter()
+        .position(|v| !v.is_finite())
+        .map(|i| ("parameter", i));
+    let bad = bad.or_else(|| {
+        context_values
+            .iter()
+            .position(|v| !v.is_finite())
+            .map(|i| ("context weight", i))
+    });
+    if let Some((what, index)) = bad {
         return Err(Error::NonFinite {
-            what: format!("{kind} parameter {bad}"),
+            what: format!("{kind} {what} {index}"),
             iteration: meta_iteration,
             detail: format!("{} not written; the previous one is kept", path.display()),
         });
@@ -162,12 +178,22 @@ pub fn save_init(
                 optimizer: None,
             }],
             metadata,
+            context: context.cloned(),
         },
     )
 }
 
 /// Loads the single parameter vector a `save_init` file holds, checking its size.
 pub fn load_init(path: &Path, spec: &ActorCriticSpec) -> Result<Vec<f32>> {
+    load_init_with_context(path, spec).map(|(params, _)| params)
+}
+
+/// Loads a `save_init` file: its parameters, and CAVIA's context weights
+/// when it holds them.
+pub fn load_init_with_context(
+    path: &Path,
+    spec: &ActorCriticSpec,
+) -> Result<(Vec<f32>, Option<ContextWeights>)> {
     let checkpoint = load_checkpoint(path)?;
     let k = checkpoint.params_per_agent()?;
     if checkpoint.agents.len() != 1 || k != spec.param_count() {
@@ -181,7 +207,29 @@ pub fn load_init(path: &Path, spec: &ActorCriticSpec) -> Result<Vec<f32>> {
             ),
         });
     }
-    Ok(checkpoint.agents[0].params.clone())
+    Ok((checkpoint.agents[0].params.clone(), checkpoint.context))
+}
+
+/// CAVIA's initial context weights [J][C]: 0 for the actor's rows, so the
+/// policy ignores the context until the outer steps teach it to read it;
+/// normal with standard deviation `std` for the critic's, from `seed`, so
+/// the first inner steps already fit the context to the returns.
+pub fn initial_context_weights(layout: &ContextLayout, std: f64, seed: u64) -> Vec<f32> {
+    use rand::SeedableRng;
+    use rand_distr::{Distribution, Normal};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ 0xC0A7_E47D_5EED_0001);
+    let normal = Normal::new(0.0, std).unwrap_or_else(|_| Normal::new(0.0, 1.0).unwrap());
+    let actor = layout.actor_units * layout.dim;
+    (0..layout.weight_len())
+        .map(|i| {
+            let v = normal.sample(&mut rng) as f32;
+            if i < actor {
+                0.0
+            } else {
+                v
+            }
+        })
+        .collect()
 }
 
 /// Meta-trains an initialization (and the multi-task baseline); see the module docs.
@@ -200,6 +248,14 @@ pub fn meta_train(
     let (m_count, n, k_inner) = (meta.meta_batch, ppo.num_envs, meta.inner_updates);
     let cartpole_steps = max_steps(ppo)?;
     let mut gpu = PpoGpu::new(ctx, &spec, &update_settings(&inner))?;
+    if meta.method == MetaMethod::Cavia {
+        gpu.enable_context(ctx, meta.context_dim, meta.context_lr, meta.context_bound)?;
+        let layout = ContextLayout::new(&spec, meta.context_dim)?;
+        let weights = initial_context_weights(&layout, meta.context_init_std, ppo.seed);
+        gpu.context()
+            .map(|c| c.set_weights(ctx, &weights))
+            .transpose()?;
+    }
     let mut mt_gpu = if options.baseline {
         let mt = multitask_config(ppo, meta)?;
         Some((PpoGpu::new(ctx, &spec, &update_settings(&mt))?, mt))
@@ -214,6 +270,7 @@ pub fn meta_train(
         m_count,
         &gpu.params,
         gpu.grads(),
+        gpu.context(),
         meta.meta_lr,
     )?;
 
@@ -235,9 +292,27 @@ pub fn meta_train(
         meta.to_toml()?.as_bytes(),
     )?;
     let meta_path = run.path().join(META_CHECKPOINT_FILE);
-    let save_theta = |outer: &OuterStep, meta_iteration: usize| {
+    let save_theta = |outer: &OuterStep, gpu: &PpoGpu, meta_iteration: usize| {
         let theta = outer.theta.read(ctx)?;
-        save_init(&meta_path, &spec, &theta, "meta", meta, ppo, meta_iteration)
+        let context = gpu
+            .context()
+            .map(|c| -> Result<ContextWeights> {
+                Ok(ContextWeights {
+                    dim: c.layout().dim,
+                    weights: c.weights.read(ctx)?,
+                })
+            })
+            .transpose()?;
+        save_init(
+            &meta_path,
+            &spec,
+            &theta,
+            context.as_ref(),
+            "meta",
+            meta,
+            ppo,
+            meta_iteration,
+        )
     };
     let mut csv = MetricsCsv::create(&run.path().join(META_METRICS_FILE), &META_METRICS_COLUMNS)?;
     // Under meta_init = multitask the baseline trains first (check_baseline
@@ -252,7 +327,7 @@ pub fn meta_train(
         meta_theta0 = mt_gpu.read_params(ctx)?;
         outer.theta.write(ctx, &meta_theta0)?;
     }
-    save_theta(&outer, 0)?;
+    save_theta(&outer, &gpu, 0)?;
     gpu.set_params(ctx, &meta_theta0.repeat(m_count))?;
     let bar = progress_bar(
         options.progress,
@@ -288,8 +363,16 @@ pub fn meta_train(
         gpu.set_learning_rates(&vec![ppo.learning_rate; m_count])?;
         let mut first = None;
         let mut last = None;
+        // CAVIA's outer gradient sums the losses after each context step:
+        // the rollouts of updates 2..K and the fresh one, each over its
+        // minibatches.
+        let collect_weight = 1.0 / (k_inner * ppo.num_minibatches) as f64;
         for j in 0..k_inner {
             let key = (i * (k_inner + 1) + j) as u32;
+            if let Some(context) = gpu.context_mut() {
+                context.set_step(ctx, meta.context_lr_at(j + 1), meta.context_bound)?;
+                context.set_collect(ctx, (j >= 1).then_some(collect_weight));
+            }
             let iteration =
                 ppo_iteration(ctx, &mut gpu, &mut inner_env, ppo.seed, key).map_err(annotate)?;
             let mean = finite_mean(iteration.returns.iter().flatten());
@@ -297,12 +380,18 @@ pub fn meta_train(
             last = Some(mean);
             env_steps += rollout_steps;
         }
-        if meta.method == MetaMethod::Fomaml {
+        if meta.method.needs_gradient() {
             // Fresh data at the adapted parameters, then their gradient.
             let key = (i * (k_inner + 1) + k_inner) as u32;
             rollout(ctx, &mut gpu, &mut inner_env, ppo.seed, key)?;
             let perm = permutations(ppo.seed, key as u64, gpu.settings());
+            if let Some(context) = gpu.context_mut() {
+                context.set_collect(ctx, Some(collect_weight));
+            }
             gpu.gradient(ctx, Some(&inner_env.obs), &perm)?;
+            if let Some(context) = gpu.context_mut() {
+                context.set_collect(ctx, None);
+            }
             env_steps += rollout_steps;
         }
         let meta_lr = if meta.anneal_meta_lr {
@@ -312,6 +401,8 @@ pub fn meta_train(
         };
         outer.set_meta_lr(meta_lr);
         outer.run(ctx);
+        // The next tasks' contexts start at 0 from the broadcast θ.
+        gpu.reset_context(ctx);
         done = i;
         last_returns = (first.flatten(), last.flatten());
         let wall_s = start.elapsed().as_secs_f64();
@@ -333,14 +424,14 @@ pub fn meta_train(
             ));
         }
         if meta.meta_checkpoint_every > 0 && i % meta.meta_checkpoint_every == 0 {
-            save_theta(&outer, i)?;
+            save_theta(&outer, &gpu, i)?;
             saved_at = i;
         }
     }
     if let Some(bar) = &bar {
         bar.finish();
     }
-    save_theta(&outer, done)?;
+    save_theta(&outer, &gpu, done)?;
     let meta_wall_s = start.elapsed().as_secs_f64();
     let interrupted = done < meta.meta_iterations;
 
@@ -384,8 +475,10 @@ fn fmt_cell(value: Option<f64>) -> String {
 /// Plain PPO from the scratch initialization on the meta-batches' tasks:
 /// at meta-iteration i its `M × N` envs run the same M tasks meta-training
 /// saw, for `inner_updates` iterations, so both spend the same env steps
-/// (first-order MAML's extra rollout aside). The learning rate anneals as in
-/// `train` when `anneal_lr` is set.
+/// (first-order MAML's extra rollout aside), or for `baseline_iterations`
+/// PPO iterations in all when that is set (tasks change every
+/// `inner_updates`). The learning rate anneals as in `train` when
+/// `anneal_lr` is set.
 #[allow(clippy::too_many_arguments)]
 fn train_multitask(
     ctx: &GpuContext,
@@ -403,12 +496,13 @@ fn train_multitask(
     let cartpole_steps = max_steps(ppo)?;
     gpu.set_params(ctx, theta0)?;
     let path = run.path().join(MULTITASK_CHECKPOINT_FILE);
-    let bar = progress_bar(options.progress, meta.meta_iterations, "multitask", "");
+    let total = meta.baseline_ppo_iterations();
+    let batches = total.div_ceil(k_inner);
+    let bar = progress_bar(options.progress, batches, "multitask", "");
     let start = Instant::now();
-    let total = meta.meta_iterations * k_inner;
     let rollout_steps = (mt.num_steps * mt.num_envs) as u64;
     let mut env_steps = 0u64;
-    for i in 1..=meta.meta_iterations {
+    for i in 1..=batches {
         if options.stop_requested() {
             break;
         }
@@ -424,6 +518,9 @@ fn train_multitask(
         let mut means = Vec::new();
         for j in 0..k_inner {
             let done = (i - 1) * k_inner + j;
+            if done >= total {
+                break;
+            }
             let frac = if ppo.anneal_lr {
                 1.0 - done as f64 / total as f64
             } else {
@@ -457,6 +554,7 @@ fn train_multitask(
         &path,
         spec,
         &params,
+        None,
         "multitask",
         meta,
         ppo,

@@ -1,6 +1,7 @@
 //! GPU kernels by family; each file holds the GPU entry point and its CPU reference.
 
 pub mod categorical;
+pub mod context;
 pub mod gae;
 pub mod gather;
 pub mod linear;

@@ -11,6 +11,7 @@ use crate::gpu::buffers::decode;
 use crate::gpu::{Dispatch, GpuBuffer, GpuContext, Readback};
 use crate::nn::MlpPlan;
 use crate::ops::categorical::{CategoricalSample, SampleKey};
+use crate::ops::context::{ContextBuffers, ContextLayout, ContextStep};
 use crate::ops::gae::{Gae, GaeInputs, GaeVariant, TERMINATED, TRUNCATED};
 use crate::ops::gather::{BatchShape, GatherBuffers, GatherMinibatch};
 use crate::ops::optim::{AgentState, ClipAdam, OptimBuffers};
@@ -174,6 +175,10 @@ pub struct PpoGpu {
     update_critic: MlpPlan,
     loss: PpoLoss,
     clip_adam: ClipAdam,
+    /// First-order CAVIA's task contexts, when enabled; while `context_on`,
+    /// updates move the contexts instead of running clip + Adam.
+    context: Option<ContextStep>,
+    context_on: bool,
     stats_means: Vec<Dispatch>,
     update_readback: Readback,
 }
@@ -410,6 +415,8 @@ impl PpoGpu {
             update_critic,
             loss,
             clip_adam,
+            context: None,
+            context_on: false,
             stats_means,
             update_readback,
         })
@@ -428,9 +435,77 @@ impl PpoGpu {
         self.gae.variant()
     }
 
-    /// Uploads all agents' parameters, [P][K].
+    /// Uploads all agents' parameters, [P][K]. With a context enabled,
+    /// every agent's context restarts at 0 from these parameters.
     pub fn set_params(&self, ctx: &GpuContext, params: &[f32]) -> Result<()> {
-        self.params.write(ctx, params)
+        self.params.write(ctx, params)?;
+        self.reset_context(ctx);
+        Ok(())
+    }
+
+    /// Gives every agent a task context of `dim` numbers (first-order
+    /// CAVIA; see [`crate::ops::context`]) with zero weights, and switches
+    /// updates to it: an update then runs its first epoch's minibatches at
+    /// the rollout's parameters, and moves each context by one step of
+    /// projected SGD (`lr`, box `[-bound, bound]`) along their mean
+    /// gradient, leaving the rest of the parameters, and Adam, alone. The
+    /// contexts start at 0 from the current parameters.
+    pub fn enable_context(
+        &mut self,
+        ctx: &GpuContext,
+        dim: usize,
+        lr: f64,
+        bound: f64,
+    ) -> Result<()> {
+        let layout = ContextLayout::new(&self.spec, dim)?;
+        let step = ContextStep::new(
+            ctx,
+            layout,
+            self.settings.num_agents,
+            self.settings.num_minibatches,
+            lr,
+            bound,
+            &ContextBuffers {
+                grads: &self.grads,
+                agent_state: &self.agent_state,
+                params: &self.params,
+            },
+        )?;
+        self.context = Some(step);
+        self.context_on = true;
+        self.reset_context(ctx);
+        Ok(())
+    }
+
+    /// The contexts, when enabled.
+    pub fn context(&self) -> Option<&ContextStep> {
+        self.context.as_ref()
+    }
+
+    pub fn context_mut(&mut self) -> Option<&mut ContextStep> {
+        self.context.as_mut()
+    }
+
+    /// Whether updates move the contexts (true) or run Adam on every
+    /// parameter (false, the default; also with a context enabled).
+    pub fn use_context(&mut self, on: bool) -> Result<()> {
+        if on && self.context.is_none() {
+            return Err(Error::config(
+                "context",
+                "on",
+                "enable_context first: this PpoGpu has no task context",
+            ));
+        }
+        self.context_on = on;
+        Ok(())
+    }
+
+    /// Restarts every agent's context at 0: the current values of the slots
+    /// it shifts become their base. Does nothing without a context.
+    pub fn reset_context(&self, ctx: &GpuContext) {
+        if let Some(context) = &self.context {
+            context.reset(ctx);
+        }
     }
 
     pub fn read_params(&self, ctx: &GpuContext) -> Result<Vec<f32>> {
@@ -495,6 +570,27 @@ impl PpoGpu {
             state.learning_rate = rate as f32;
         }
         Ok(())
+    }
+
+    /// Records one minibatch's gather, advantage normalization, forward
+    /// passes and loss (which also writes the output gradients).
+    fn record_minibatch_loss(
+        &self,
+        pass: &mut wgpu::ComputePass<'_>,
+        epoch: usize,
+        minibatch: usize,
+    ) {
+        self.gather.dispatch(epoch, minibatch).record(pass);
+        if let Some(d) = &self.adv_norm {
+            d.record(pass);
+        }
+        for d in self.update_actor.forward_dispatches() {
+            d.record(pass);
+        }
+        for d in self.update_critic.forward_dispatches() {
+            d.record(pass);
+        }
+        self.loss.dispatch().record(pass);
     }
 
     /// Records the critic on the pending final observations, into final_values.
@@ -841,6 +937,10 @@ impl PpoGpu {
 
         let mut encoder = ctx.device.create_command_encoder(&Default::default());
         self.record_pending_final(&mut encoder);
+        if self.context_on {
+            // Only the first epoch's statistics are written below.
+            encoder.clear_buffer(&self.history.buffer, 0, None);
+        }
         {
             let mut pass = encoder.begin_compute_pass(&Default::default());
             for d in self.rollout_critic.forward_dispatches() {
@@ -860,30 +960,52 @@ impl PpoGpu {
             self.gae.dispatch().record(&mut pass);
             self.explained_variance.record(&mut pass);
             let minibatches = self.settings.num_minibatches;
-            for epoch in 0..self.settings.update_epochs {
+            // A context update is one step after the first epoch.
+            let context = self.context.as_ref().filter(|_| self.context_on);
+            let epochs = if context.is_some() {
+                1
+            } else {
+                self.settings.update_epochs
+            };
+            for epoch in 0..epochs {
                 for minibatch in 0..minibatches {
-                    self.gather.dispatch(epoch, minibatch).record(&mut pass);
-                    if let Some(d) = &self.adv_norm {
-                        d.record(&mut pass);
-                    }
-                    for d in self.update_actor.forward_dispatches() {
-                        d.record(&mut pass);
-                    }
-                    for d in self.update_critic.forward_dispatches() {
-                        d.record(&mut pass);
-                    }
-                    self.loss.dispatch().record(&mut pass);
+                    self.record_minibatch_loss(&mut pass, epoch, minibatch);
                     for d in self.update_actor.backward_dispatches() {
                         d.record(&mut pass);
                     }
                     for d in self.update_critic.backward_dispatches() {
                         d.record(&mut pass);
                     }
-                    for d in self.clip_adam.dispatches() {
-                        d.record(&mut pass);
+                    match context {
+                        Some(context) => {
+                            if let Some(d) = context.collect_dispatch() {
+                                d.record(&mut pass);
+                            }
+                            context.accumulate_dispatch().record(&mut pass);
+                        }
+                        None => {
+                            for d in self.clip_adam.dispatches() {
+                                d.record(&mut pass);
+                            }
+                        }
                     }
                     // After Adam: a target_kl stop at the epoch's end keeps this step, as CleanRL does.
                     self.stats_means[epoch * minibatches + minibatch].record(&mut pass);
+                }
+            }
+            if let Some(context) = context {
+                for d in context.step_dispatches() {
+                    d.record(&mut pass);
+                }
+                // The statistics of the moved policy on the second epoch's
+                // minibatches (forward and loss only), so approx_kl and
+                // clipfrac tell how far the step went.
+                if self.settings.update_epochs > 1 {
+                    let epoch = 1;
+                    for minibatch in 0..minibatches {
+                        self.record_minibatch_loss(&mut pass, epoch, minibatch);
+                        self.stats_means[epoch * minibatches + minibatch].record(&mut pass);
+                    }
                 }
             }
         }

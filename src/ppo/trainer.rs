@@ -200,6 +200,7 @@ fn save(ctx: &GpuContext, gpu: &PpoGpu, run: &RunDir, snap: &Snapshot<'_>) -> Re
             critic_layers: layer_dims(&snap.spec.critic()),
             agents,
             metadata,
+            context: None,
         },
     )
 }

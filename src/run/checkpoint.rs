@@ -10,6 +10,14 @@
 //! agent `p`'s names start with `agent{p}.`. Adam's moments follow as
 //! `optim.m.actor.0.weight`, `optim.v.…`, and its step count as the i64
 //! scalar `optim.step`, each under the same agent prefix.
+//!
+//! A meta-initialization learned by CAVIA also holds its context weights:
+//! `context.actor.0.weight` `[out, C]`, the columns of the policy's first
+//! layer that read the C context inputs (its full PyTorch weight is
+//! `torch.cat([actor.0.weight, context.actor.0.weight], dim=1)` over the
+//! input `[obs, context]`), and `context.critic.{2L}.weight` `[in, C]` for
+//! the value's last layer `2L` (`critic.{2L}.weight` `[1, in]`), which with
+//! context φ becomes `critic.{2L}.weight + (U φ)ᵀ`, U being that tensor.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
@@ -41,6 +49,38 @@ pub struct Checkpoint {
     /// Free-form strings (the config TOML, iteration, global step, ...).
     /// Keys starting with `ppo_wgpu.` are reserved.
     pub metadata: BTreeMap<String, String>,
+    /// CAVIA's context weights (one set, shared by every agent), if any.
+    pub context: Option<ContextWeights>,
+}
+
+/// The weights of a C-number task context: `weights[j][c]` for the actor's
+/// first-layer units `j`, then the critic's last-layer inputs (the layout
+/// of [`crate::ops::context::ContextStep`]).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ContextWeights {
+    pub dim: usize,
+    pub weights: Vec<f32>,
+}
+
+const CONTEXT_ACTOR: &str = "context.actor.0.weight";
+
+/// The critic's context tensor: named after the value's last layer.
+fn context_critic_name(critic_layers: &[(usize, usize)]) -> String {
+    format!(
+        "context.critic.{}.weight",
+        2 * critic_layers.len().saturating_sub(1)
+    )
+}
+
+/// Rows of the context tensors: the policy's first-layer units and the
+/// value's last-layer inputs.
+fn context_units(
+    actor_layers: &[(usize, usize)],
+    critic_layers: &[(usize, usize)],
+) -> (usize, usize) {
+    let actor = actor_layers.first().map_or(0, |l| l.1);
+    let critic = critic_layers.last().map_or(0, |l| l.0 * l.1);
+    (actor, critic)
 }
 
 /// One agent's state.
@@ -223,6 +263,31 @@ pub fn save_checkpoint(path: &Path, checkpoint: &Checkpoint) -> Result<()> {
         }
     }
 
+    if let Some(context) = &checkpoint.context {
+        let (actor_units, critic_units) =
+            context_units(&checkpoint.actor_layers, &checkpoint.critic_layers);
+        let expected = (actor_units + critic_units) * context.dim;
+        if context.dim == 0 || context.weights.len() != expected {
+            return Err(Error::shape(
+                "save_checkpoint",
+                &format!("context weights of dim {}", context.dim),
+                expected,
+                context.weights.len(),
+            ));
+        }
+        let (actor, critic) = context.weights.split_at(actor_units * context.dim);
+        tensors.push((
+            CONTEXT_ACTOR.into(),
+            vec![actor_units, context.dim],
+            f32_bytes(actor),
+        ));
+        tensors.push((
+            context_critic_name(&checkpoint.critic_layers),
+            vec![critic_units, context.dim],
+            f32_bytes(critic),
+        ));
+    }
+
     let mut metadata: HashMap<String, String> = checkpoint
         .metadata
         .iter()
@@ -360,6 +425,41 @@ pub fn load_checkpoint(path: &Path) -> Result<Checkpoint> {
         agents.push(AgentState { params, optimizer });
     }
 
+    let names = file.names();
+    let critic_name = context_critic_name(&critic_layers);
+    let any_context = names.iter().any(|n| n.starts_with("context."));
+    let context = if any_context {
+        let dim = file
+            .tensor(CONTEXT_ACTOR)
+            .map_err(|_| format_error(format!("tensor {CONTEXT_ACTOR} is missing")))?
+            .shape()
+            .get(1)
+            .copied()
+            .unwrap_or(0);
+        let mut weights = Vec::new();
+        let (actor_units, critic_units) = context_units(&actor_layers, &critic_layers);
+        for (name, units) in [
+            (CONTEXT_ACTOR, actor_units),
+            (critic_name.as_str(), critic_units),
+        ] {
+            let view = tensor(&file, name, Dtype::F32, &[units, dim]).map_err(&format_error)?;
+            weights.extend(
+                view.data()
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+            );
+            seen.insert(name.to_string());
+        }
+        if dim == 0 {
+            return Err(format_error(format!(
+                "tensor {CONTEXT_ACTOR} has no columns"
+            )));
+        }
+        Some(ContextWeights { dim, weights })
+    } else {
+        None
+    };
+
     let mut unexpected: Vec<&str> = file
         .names()
         .into_iter()
@@ -377,6 +477,7 @@ pub fn load_checkpoint(path: &Path) -> Result<Checkpoint> {
         critic_layers,
         agents,
         metadata,
+        context,
     })
 }
 

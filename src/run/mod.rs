@@ -16,7 +16,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::config::check_name;
 use crate::error::{Error, Result};
 
-pub use checkpoint::{load_checkpoint, save_checkpoint, AdamState, AgentState, Checkpoint};
+pub use checkpoint::{
+    load_checkpoint, save_checkpoint, AdamState, AgentState, Checkpoint, ContextWeights,
+};
 pub use metrics::{read_metrics, MetricsCsv, MetricsRow, METRICS_COLUMNS};
 pub use plot::{plot_learning_curve, SOLVED_RETURN};
 pub use summary::{read_summary, write_summary, Summary};
