@@ -25,22 +25,20 @@
 //                  grads[p][k], and weight_acc[p][j][c] += collect_weight *
 //                  grads[p][slot j] * phi[p][c] (the context the rollout was
 //                  collected with; the step comes after the epoch).
-//   context_outer: the outer step of the context weights: g[j][c] =
-//                  mean_m weight_acc[m][j][c], then Adam with meta_lr as
-//                  fomaml_outer (whose gradient is then theta_acc).
+// The outer step of the context weights is meta.wgsl's fomaml_outer over
+// weight_acc (as theta's is over theta_acc).
 // Sums run in index order in f32, so the CPU references match to rounding.
 //
 // Bindings (group 0): 0 uniform Dims, 1 grads [P][K] (read), 2 agent_state
 //   [P] (read), 3 params [P][K], 4 weights [J][C], 5 base [P][J], 6 phi
-//   [P][C], 7 weight_m [J][C], 8 weight_v [J][C], 9 acc [P][C], 10
-//   theta_acc [P][K], 11 weight_acc [P][J][C] (read-write).
+//   [P][C], 7 acc [P][C], 8 theta_acc [P][K], 9 weight_acc [P][J][C]
+//   (read-write).
 // Dispatch: one invocation per item, 1-D workgroups of WORKGROUP_SIZE, grids
 //   folded into (x, y): context_accumulate and context_step P*C,
 //   context_apply P*J, context_reset P*max(J, C), context_collect
-//   P*(K + J*C), context_outer J*C. Each invocation writes its own element.
+//   P*(K + J*C). Each invocation writes its own element.
 // CPU reference: ops::context::{context_grad_cpu, context_step_cpu,
-//   context_apply_cpu, context_collect_cpu},
-//   meta::outer::context_outer_cpu.
+//   context_apply_cpu, context_collect_cpu}.
 
 struct Dims {
     num_agents: u32,
@@ -55,13 +53,6 @@ struct Dims {
     minibatches: u32,
     lr: f32,
     bound: f32,
-    meta_lr: f32,
-    beta1: f32,
-    beta2: f32,
-    eps: f32,
-    // 1 - beta1^t and sqrt(1 - beta2^t) for outer step t.
-    bias1: f32,
-    bias2_sqrt: f32,
     collect_weight: f32,
 }
 
@@ -79,11 +70,9 @@ struct AgentState {
 @group(0) @binding(4) var<storage, read_write> weights: array<f32>;
 @group(0) @binding(5) var<storage, read_write> base: array<f32>;
 @group(0) @binding(6) var<storage, read_write> phi: array<f32>;
-@group(0) @binding(7) var<storage, read_write> weight_m: array<f32>;
-@group(0) @binding(8) var<storage, read_write> weight_v: array<f32>;
-@group(0) @binding(9) var<storage, read_write> acc: array<f32>;
-@group(0) @binding(10) var<storage, read_write> theta_acc: array<f32>;
-@group(0) @binding(11) var<storage, read_write> weight_acc: array<f32>;
+@group(0) @binding(7) var<storage, read_write> acc: array<f32>;
+@group(0) @binding(8) var<storage, read_write> theta_acc: array<f32>;
+@group(0) @binding(9) var<storage, read_write> weight_acc: array<f32>;
 
 override WORKGROUP_SIZE: u32 = 64u;
 
@@ -193,25 +182,4 @@ fn context_collect(@builtin(global_invocation_id) gid: vec3<u32>,
     let c = w % dims.context_dim;
     let g = grads[p * k_count + slot_index(j)] * phi[p * dims.context_dim + c];
     weight_acc[p * wc + w] += dims.collect_weight * g;
-}
-
-@compute @workgroup_size(WORKGROUP_SIZE)
-fn context_outer(@builtin(global_invocation_id) gid: vec3<u32>,
-                 @builtin(num_workgroups) groups: vec3<u32>) {
-    let i = index(gid, groups);
-    let wc = units() * dims.context_dim;
-    if (i >= wc) {
-        return;
-    }
-    var sum = 0.0;
-    for (var m = 0u; m < dims.num_agents; m++) {
-        sum += weight_acc[m * wc + i];
-    }
-    let g = sum / f32(dims.num_agents);
-    let first = weight_m[i] + (1.0 - dims.beta1) * (g - weight_m[i]);
-    let second = dims.beta2 * weight_v[i] + (1.0 - dims.beta2) * g * g;
-    weight_m[i] = first;
-    weight_v[i] = second;
-    let step = dims.meta_lr / dims.bias1 * first / (sqrt(second) / dims.bias2_sqrt + dims.eps);
-    weights[i] = weights[i] - step;
 }

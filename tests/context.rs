@@ -323,14 +323,8 @@ fn cavia_outer_step_matches_cpu_reference() {
                         meta_lr,
                         &mut theta_adam,
                     );
-                    want_weights = context_outer_cpu(
-                        &layout,
-                        &want_weights,
-                        &weight_acc,
-                        m,
-                        meta_lr,
-                        &mut weight_adam,
-                    );
+                    want_weights =
+                        context_outer_cpu(&want_weights, &weight_acc, m, meta_lr, &mut weight_adam);
                     let label = format!("{what} step {s}");
                     let got_theta = outer.theta.read(ctx).unwrap();
                     assert_close(
@@ -634,14 +628,7 @@ fn tiny_cavia_meta_step_matches_reference() {
             meta_lr,
             &mut theta_adam,
         );
-        let want_weights = context_outer_cpu(
-            &layout,
-            &weights,
-            &weight_sums,
-            3,
-            meta_lr,
-            &mut weight_adam,
-        );
+        let want_weights = context_outer_cpu(&weights, &weight_sums, 3, meta_lr, &mut weight_adam);
         let got_theta = outer.theta.read(ctx).unwrap();
         assert_close(
             &format!("step {step} θ"),

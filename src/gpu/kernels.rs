@@ -72,7 +72,6 @@ pub enum Kernel {
     ContextApply,
     ContextReset,
     ContextCollect,
-    ContextOuter,
     CartPoleStep,
 }
 
@@ -122,7 +121,6 @@ impl Kernel {
         Kernel::ContextApply,
         Kernel::ContextReset,
         Kernel::ContextCollect,
-        Kernel::ContextOuter,
         Kernel::CartPoleStep,
     ];
 
@@ -289,13 +287,13 @@ impl Kernel {
                 Kernel::ContextAccumulate => (
                     CONTEXT_WGSL,
                     "context_accumulate",
-                    &[(0, Uniform), (1, Read), (4, ReadWrite), (9, ReadWrite)],
+                    &[(0, Uniform), (1, Read), (4, ReadWrite), (7, ReadWrite)],
                     Shape::PerItem,
                 ),
                 Kernel::ContextStep => (
                     CONTEXT_WGSL,
                     "context_step",
-                    &[(0, Uniform), (2, Read), (6, ReadWrite), (9, ReadWrite)],
+                    &[(0, Uniform), (2, Read), (6, ReadWrite), (7, ReadWrite)],
                     Shape::PerItem,
                 ),
                 Kernel::ContextApply => (
@@ -318,7 +316,7 @@ impl Kernel {
                         (3, ReadWrite),
                         (5, ReadWrite),
                         (6, ReadWrite),
-                        (9, ReadWrite),
+                        (7, ReadWrite),
                     ],
                     Shape::PerItem,
                 ),
@@ -329,20 +327,8 @@ impl Kernel {
                         (0, Uniform),
                         (1, Read),
                         (6, ReadWrite),
-                        (10, ReadWrite),
-                        (11, ReadWrite),
-                    ],
-                    Shape::PerItem,
-                ),
-                Kernel::ContextOuter => (
-                    CONTEXT_WGSL,
-                    "context_outer",
-                    &[
-                        (0, Uniform),
-                        (4, ReadWrite),
-                        (7, ReadWrite),
                         (8, ReadWrite),
-                        (11, ReadWrite),
+                        (9, ReadWrite),
                     ],
                     Shape::PerItem,
                 ),

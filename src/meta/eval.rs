@@ -182,9 +182,6 @@ pub fn adaptation_eval(
         )
     })?;
     let mut gpu = PpoGpu::new(ctx, &spec, &update_settings(&config))?;
-    if let Some(context) = inits.iter().find_map(|i| i.context.as_ref()) {
-        gpu.enable_context(ctx, context.dim, meta.context_lr, meta.context_bound)?;
-    }
     let tasks = sample_tasks(meta, meta.eval_seed, e_count);
     let k_max = *meta.adapt_steps.last().unwrap_or(&0);
     let episodes = meta.adapt_eval_episodes;

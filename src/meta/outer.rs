@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::gpu::{Dispatch, GpuBuffer, GpuContext, Kernel};
-use crate::ops::context::{ContextDims, ContextLayout, ContextStep};
+use crate::ops::context::ContextStep;
 use crate::ops::fits_u32;
 use crate::ops::optim::{ADAM_BETA1, ADAM_BETA2};
 
@@ -90,13 +90,16 @@ pub struct OuterStep {
     context: Option<ContextOuter>,
 }
 
-/// The outer step of the context weights: Adam along the mean over agents
-/// of the collected ∂L/∂s ⊗ φ.
+/// The outer step of the context weights: `fomaml_outer` on them along the
+/// mean over agents of the collected ∂L/∂s ⊗ φ, its broadcast going to a
+/// scratch buffer nobody reads.
 #[derive(Debug)]
 struct ContextOuter {
     adam_m: GpuBuffer<f32>,
     adam_v: GpuBuffer<f32>,
-    dims: ContextDims,
+    _broadcast: GpuBuffer<f32>,
+    /// The context weights' count, the dims' `params_per_agent`.
+    len: u32,
     dispatch: Dispatch,
 }
 
@@ -171,7 +174,7 @@ impl OuterStep {
         };
         let context = match (method, context) {
             (MetaMethod::Cavia, Some(context)) => {
-                Some(ContextOuter::new(ctx, context, num_agents, meta_lr)?)
+                Some(ContextOuter::new(ctx, context, num_agents, &dims)?)
             }
             (MetaMethod::Cavia, None) => {
                 return Err(Error::config(
@@ -201,25 +204,25 @@ impl OuterStep {
     /// Changes the meta learning rate of later steps (annealing).
     pub fn set_meta_lr(&mut self, meta_lr: f64) {
         self.dims.meta_lr = meta_lr as f32;
-        if let Some(context) = &mut self.context {
-            context.dims.meta_lr = meta_lr as f32;
-        }
     }
 
     /// One outer step and the broadcast, as its own submission. Under CAVIA
-    /// the context weights step first (they read the adapted contexts);
-    /// the agents' contexts still hold them afterwards, so the caller
-    /// restarts them ([`PpoGpu::reset_context`](crate::ppo::PpoGpu::reset_context))
-    /// from the broadcast θ.
+    /// the context weights step too, with the same Adam settings and step
+    /// count; the agents' contexts still hold their adapted values
+    /// afterwards, so the caller restarts them
+    /// ([`PpoGpu::reset_context`](crate::ppo::PpoGpu::reset_context)) from
+    /// the broadcast θ.
     pub fn run(&mut self, ctx: &GpuContext) {
         self.step += 1;
         (self.dims.bias1, self.dims.bias2_sqrt) = bias_corrections(self.step);
         self.dispatch.write_uniform(ctx, &self.dims);
-        match &mut self.context {
+        match &self.context {
             Some(context) => {
-                (context.dims.bias1, context.dims.bias2_sqrt) =
-                    (self.dims.bias1, self.dims.bias2_sqrt);
-                context.dispatch.write_uniform(ctx, &context.dims);
+                let dims = MetaDims {
+                    params_per_agent: context.len,
+                    ..self.dims
+                };
+                context.dispatch.write_uniform(ctx, &dims);
                 ctx.run("meta outer step", &[&context.dispatch, &self.dispatch]);
             }
             None => ctx.run("meta outer step", &[&self.dispatch]),
@@ -259,10 +262,9 @@ impl ContextOuter {
         ctx: &GpuContext,
         context: &ContextStep,
         num_agents: usize,
-        meta_lr: f64,
+        dims: &MetaDims,
     ) -> Result<Self> {
         const OP: &str = "context outer step";
-        let layout = context.layout();
         if context.num_agents() != num_agents {
             return Err(Error::shape(
                 OP,
@@ -271,78 +273,58 @@ impl ContextOuter {
                 context.num_agents(),
             ));
         }
-        let len = layout.weight_len();
+        let len = context.layout().weight_len();
         let adam_m = GpuBuffer::zeros(ctx, "context weights adam m", len)?;
         let adam_v = GpuBuffer::zeros(ctx, "context weights adam v", len)?;
-        let mut dims = ContextDims::new(layout, num_agents)?;
-        dims.meta_lr = meta_lr as f32;
-        dims.beta1 = ADAM_BETA1 as f32;
-        dims.beta2 = ADAM_BETA2 as f32;
-        dims.eps = META_ADAM_EPS as f32;
+        let broadcast = GpuBuffer::zeros(ctx, "context weights broadcast", num_agents * len)?;
+        let len_u32 = fits_u32(OP, "context weights", len)?;
+        let dims = MetaDims {
+            params_per_agent: len_u32,
+            ..*dims
+        };
         let dispatch = Dispatch::with_uniform(
             ctx,
-            Kernel::ContextOuter,
+            Kernel::FomamlOuter,
             &dims,
             &[
+                context.weight_acc.binding(),
                 context.weights.binding(),
+                broadcast.binding(),
                 adam_m.binding(),
                 adam_v.binding(),
-                context.weight_acc.binding(),
             ],
             len as u64,
         )?;
         Ok(ContextOuter {
             adam_m,
             adam_v,
-            dims,
+            _broadcast: broadcast,
+            len: len_u32,
             dispatch,
         })
     }
 }
 
-/// One first-order MAML-style Adam step on `values` along `g(k)`, advancing
-/// `adam` (the kernels' f32 operations in the same order).
-fn adam_step_cpu(
-    values: &[f32],
-    adam: &mut MetaAdamState,
-    meta_lr: f32,
-    g: impl Fn(usize) -> f32,
-) -> Vec<f32> {
-    let len = values.len();
-    adam.m.resize(len, 0.0);
-    adam.v.resize(len, 0.0);
-    adam.step += 1;
-    let (bias1, bias2_sqrt) = bias_corrections(adam.step);
-    let (beta1, beta2) = (ADAM_BETA1 as f32, ADAM_BETA2 as f32);
-    let eps = META_ADAM_EPS as f32;
-    (0..len)
-        .map(|k| {
-            let g = g(k);
-            let m = adam.m[k] + (1.0 - beta1) * (g - adam.m[k]);
-            let v = beta2 * adam.v[k] + (1.0 - beta2) * g * g;
-            adam.m[k] = m;
-            adam.v[k] = v;
-            values[k] - meta_lr / bias1 * m / (v.sqrt() / bias2_sqrt + eps)
-        })
-        .collect()
-}
-
-/// CPU reference of `context_outer`: the new context weights [J][C] after
-/// an Adam step along the mean over agents of `weight_acc` [M][J][C] (the
-/// collected ∂L/∂s_j · φ[c], s the slots); advances `adam`.
+/// CPU reference of the context weights' outer step: the new weights [J][C]
+/// after first-order MAML's Adam step along the mean over agents of
+/// `weight_acc` [M][J][C] (the collected ∂L/∂s_j · φ[c], s the slots);
+/// advances `adam`.
 pub fn context_outer_cpu(
-    layout: &ContextLayout,
     weights: &[f32],
     weight_acc: &[f32],
     num_agents: usize,
     meta_lr: f32,
     adam: &mut MetaAdamState,
 ) -> Vec<f32> {
-    let wc = layout.weight_len();
-    adam_step_cpu(weights, adam, meta_lr, |i| {
-        let sum = (0..num_agents).fold(0.0f32, |s, m| s + weight_acc[m * wc + i]);
-        sum / num_agents as f32
-    })
+    outer_step_cpu(
+        MetaMethod::Fomaml,
+        weights,
+        &[],
+        weight_acc,
+        num_agents,
+        meta_lr,
+        adam,
+    )
 }
 
 /// CPU reference of the outer step (the kernel's f32 operations in the
@@ -367,9 +349,24 @@ pub fn outer_step_cpu(
                 theta[k] + meta_lr * (sum / num_agents as f32)
             })
             .collect(),
-        MetaMethod::Fomaml | MetaMethod::Cavia => adam_step_cpu(theta, adam, meta_lr, |k| {
-            let sum = (0..num_agents).fold(0.0f32, |s, m| s + column(grads, m, k));
-            sum / num_agents as f32
-        }),
+        MetaMethod::Fomaml | MetaMethod::Cavia => {
+            adam.m.resize(k_count, 0.0);
+            adam.v.resize(k_count, 0.0);
+            adam.step += 1;
+            let (bias1, bias2_sqrt) = bias_corrections(adam.step);
+            let (beta1, beta2) = (ADAM_BETA1 as f32, ADAM_BETA2 as f32);
+            let eps = META_ADAM_EPS as f32;
+            (0..k_count)
+                .map(|k| {
+                    let sum = (0..num_agents).fold(0.0f32, |s, m| s + column(grads, m, k));
+                    let g = sum / num_agents as f32;
+                    let m = adam.m[k] + (1.0 - beta1) * (g - adam.m[k]);
+                    let v = beta2 * adam.v[k] + (1.0 - beta2) * g * g;
+                    adam.m[k] = m;
+                    adam.v[k] = v;
+                    theta[k] - meta_lr / bias1 * m / (v.sqrt() / bias2_sqrt + eps)
+                })
+                .collect()
+        }
     }
 }

@@ -250,11 +250,11 @@ pub fn meta_train(
     let mut gpu = PpoGpu::new(ctx, &spec, &update_settings(&inner))?;
     if meta.method == MetaMethod::Cavia {
         gpu.enable_context(ctx, meta.context_dim, meta.context_lr, meta.context_bound)?;
-        let layout = ContextLayout::new(&spec, meta.context_dim)?;
-        let weights = initial_context_weights(&layout, meta.context_init_std, ppo.seed);
-        gpu.context()
-            .map(|c| c.set_weights(ctx, &weights))
-            .transpose()?;
+        if let Some(context) = gpu.context() {
+            let weights =
+                initial_context_weights(context.layout(), meta.context_init_std, ppo.seed);
+            context.set_weights(ctx, &weights)?;
+        }
     }
     let mut mt_gpu = if options.baseline {
         let mt = multitask_config(ppo, meta)?;

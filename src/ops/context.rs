@@ -83,28 +83,22 @@ impl ContextLayout {
 /// The uniform block of shaders/context.wgsl.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
-pub(crate) struct ContextDims {
-    pub num_agents: u32,
-    pub params_per_agent: u32,
-    pub context_dim: u32,
-    pub actor_units: u32,
-    pub critic_units: u32,
-    pub actor_offset: u32,
-    pub critic_offset: u32,
-    pub minibatches: u32,
-    pub lr: f32,
-    pub bound: f32,
-    pub meta_lr: f32,
-    pub beta1: f32,
-    pub beta2: f32,
-    pub eps: f32,
-    pub bias1: f32,
-    pub bias2_sqrt: f32,
-    pub collect_weight: f32,
+struct ContextDims {
+    num_agents: u32,
+    params_per_agent: u32,
+    context_dim: u32,
+    actor_units: u32,
+    critic_units: u32,
+    actor_offset: u32,
+    critic_offset: u32,
+    minibatches: u32,
+    lr: f32,
+    bound: f32,
+    collect_weight: f32,
 }
 
 impl ContextDims {
-    pub(crate) fn new(layout: &ContextLayout, num_agents: usize) -> Result<Self> {
+    fn new(layout: &ContextLayout, num_agents: usize) -> Result<Self> {
         const OP: &str = "context";
         fits_u32(OP, "params", num_agents * layout.params_per_agent)?;
         Ok(ContextDims {
@@ -118,12 +112,6 @@ impl ContextDims {
             minibatches: 1,
             lr: 0.0,
             bound: 0.0,
-            meta_lr: 0.0,
-            beta1: 0.0,
-            beta2: 0.0,
-            eps: 0.0,
-            bias1: 1.0,
-            bias2_sqrt: 1.0,
             collect_weight: 0.0,
         })
     }
@@ -292,12 +280,6 @@ impl ContextStep {
     /// (which it clears), then the slots rewritten from the new contexts.
     pub fn step_dispatches(&self) -> [&Dispatch; 2] {
         [&self.step, &self.apply]
-    }
-
-    /// The reset dispatch: every agent's current slot values become its
-    /// base, and its context 0 (a new task).
-    pub fn reset_dispatch(&self) -> &Dispatch {
-        &self.reset
     }
 
     /// A new task for every agent: the reset dispatch, and the outer
