@@ -9,8 +9,10 @@
 // features h, so fitting phi to the returns is a linear regression: a convex
 // problem, whatever the weights). The networks and their kernels stay as
 // they are; dL/dphi comes from the slots' gradients.
-//   context_accumulate: acc[p][c] += sum_j weights[j][c] * grads[p][slot j],
-//                  dL/dphi of one minibatch, after its backward pass.
+//   context_accumulate: acc[p][c] += policy_weight * sum_{j actor}
+//                  weights[j][c] * grads[p][slot j] + the same sum over the
+//                  critic's slots: dL/dphi of one minibatch, after its
+//                  backward pass, with the policy loss's part weighted.
 //   context_step:  phi[p][c] = clamp(phi[p][c] - lr * acc[p][c] / minibatches,
 //                  -bound, bound), then acc = 0: one step of projected SGD
 //                  on the box [-bound, bound]^C along the mean gradient of
@@ -54,6 +56,9 @@ struct Dims {
     lr: f32,
     bound: f32,
     collect_weight: f32,
+    // Weight of the policy's slots in dL/dphi (1: the PPO loss's gradient;
+    // 0: the value loss's alone).
+    policy_weight: f32,
 }
 
 struct AgentState {
@@ -102,11 +107,15 @@ fn context_accumulate(@builtin(global_invocation_id) gid: vec3<u32>,
     let p = i / dims.context_dim;
     let c = i % dims.context_dim;
     let row = p * dims.params_per_agent;
-    var g = 0.0;
-    for (var j = 0u; j < units(); j++) {
-        g += weights[j * dims.context_dim + c] * grads[row + slot_index(j)];
+    var g_policy = 0.0;
+    for (var j = 0u; j < dims.actor_units; j++) {
+        g_policy += weights[j * dims.context_dim + c] * grads[row + slot_index(j)];
     }
-    acc[i] += g;
+    var g_value = 0.0;
+    for (var j = dims.actor_units; j < units(); j++) {
+        g_value += weights[j * dims.context_dim + c] * grads[row + slot_index(j)];
+    }
+    acc[i] += dims.policy_weight * g_policy + g_value;
 }
 
 @compute @workgroup_size(WORKGROUP_SIZE)

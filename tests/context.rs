@@ -89,6 +89,12 @@ fn context_kernels_match_cpu_reference() {
                     },
                 )
                 .unwrap();
+                // The policy's slots weighted 1 (the default), 0 (the value
+                // loss alone) and in between.
+                let policy_weight = [1.0f32, 0.0, 0.37][case as usize % 3];
+                if policy_weight != 1.0 {
+                    step.set_policy_weight(ctx, policy_weight as f64).unwrap();
+                }
                 // Reset over poisoned base, contexts and sums.
                 step.base
                     .write(ctx, &vec![f32::NAN; p * layout.units()])
@@ -158,7 +164,7 @@ fn context_kernels_match_cpu_reference() {
                             &mut theta_acc,
                             &mut weight_acc,
                         );
-                        let g = context_grad_cpu(&layout, &weights, &grads);
+                        let g = context_grad_cpu(&layout, &weights, &grads, policy_weight);
                         acc.iter_mut().zip(g).for_each(|(a, g)| *a += g);
                     }
                     let label = format!("{what} update {update}");
@@ -475,7 +481,7 @@ fn context_update_is_one_step_along_the_rollout_gradient() {
         .unwrap();
     let grads = reference.grads().read(ctx).unwrap();
     let mut phi = vec![0.0f32; agents * 3];
-    let acc = context_grad_cpu(&layout, &weights, &grads);
+    let acc = context_grad_cpu(&layout, &weights, &grads, 1.0);
     context_step_cpu(&mut phi, &acc, &[true, true], 1, lr, bound);
     let got_phi = stepped.context().unwrap().read_phi(ctx).unwrap();
     assert_close(
@@ -547,6 +553,7 @@ fn tiny_cavia_meta_step_matches_reference() {
     let meta = MetaConfig {
         meta_batch: 3,
         method: MetaMethod::Cavia,
+        inner_updates: 2,
         ..MetaConfig::for_family(TaskFamily::Cartpole)
     };
     let ppo = tiny_ppo(3);
@@ -573,7 +580,7 @@ fn tiny_cavia_meta_step_matches_reference() {
     .unwrap();
     gpu.set_params(ctx, &theta.repeat(3)).unwrap();
     let (mut theta_adam, mut weight_adam) = (MetaAdamState::default(), MetaAdamState::default());
-    let collect_weight = 1.0 / (2 * ppo.num_minibatches) as f64;
+    let collect_weight = |update| meta.context_collect_weight(update, ppo.num_minibatches);
     for step in 0..2u32 {
         let tasks = sample_tasks(&meta, 31 + step as u64, 3);
         let env = make_env(&meta, &repeat_tasks(&tasks, 2), 3, 2, 500).unwrap();
@@ -583,14 +590,12 @@ fn tiny_cavia_meta_step_matches_reference() {
             context
                 .set_step(ctx, meta.context_lr_at(j + 1), meta.context_bound)
                 .unwrap();
-            context.set_collect(ctx, (j >= 1).then_some(collect_weight));
+            context.set_collect(ctx, collect_weight(j));
             ppo_iteration(ctx, &mut gpu, &mut inner, 3, step * 10 + j as u32).unwrap();
             let sums = gpu.context().unwrap().theta_acc.read(ctx).unwrap();
-            if j == 0 {
-                assert!(sums.iter().all(|&v| v == 0.0), "update 1 was collected");
-            } else {
-                assert!(sums.iter().any(|&v| v != 0.0), "update 2 was not collected");
-            }
+            let collected = sums.iter().any(|&v| v != 0.0);
+            let want = j >= 1 || meta.context_zero_loss;
+            assert_eq!(collected, want, "update {} collected", j + 1);
         }
         let phi = gpu.context().unwrap().read_phi(ctx).unwrap();
         assert!(phi
@@ -606,7 +611,7 @@ fn tiny_cavia_meta_step_matches_reference() {
         rollout(ctx, &mut gpu, &mut inner, 3, 99 + step).unwrap();
         gpu.context_mut()
             .unwrap()
-            .set_collect(ctx, Some(collect_weight));
+            .set_collect(ctx, collect_weight(2));
         let perm = permutations(3, 99 + step as u64, gpu.settings());
         gpu.gradient(ctx, Some(&inner.obs), &perm).unwrap();
         gpu.context_mut().unwrap().set_collect(ctx, None);
@@ -852,6 +857,8 @@ fn context_settings_are_checked_and_cavia_defaults_apply() {
         ("context_bound", toml::Value::Float(-1.0)),
         ("context_lr_decay", toml::Value::Float(-0.5)),
         ("context_init_std", toml::Value::Float(0.0)),
+        ("context_policy_weight", toml::Value::Float(-1.0)),
+        ("context_policy_weight", toml::Value::Float(f64::NAN)),
     ] {
         let err =
             MetaConfig::resolve(TaskFamily::Cartpole, &[(key.into(), value.clone())]).unwrap_err();
@@ -859,6 +866,20 @@ fn context_settings_are_checked_and_cavia_defaults_apply() {
             matches!(&err, Error::InvalidConfig { field, .. } if field == key),
             "{key} = {value}: {err}"
         );
+    }
+    // The outer loss: the rollouts after each context step, and with
+    // context_zero_loss the first one too, equally weighted.
+    for (zero_loss, want) in [
+        (false, [None, Some(1.0 / 8.0), Some(1.0 / 8.0)]),
+        (true, [Some(1.0 / 12.0); 3]),
+    ] {
+        let m = MetaConfig {
+            inner_updates: 2,
+            context_zero_loss: zero_loss,
+            ..MetaConfig::default()
+        };
+        assert_eq!([0, 1, 2].map(|j| m.context_collect_weight(j, 4)), want);
+        assert_eq!(m.context_collect_weight(3, 4), None);
     }
     // Step sizes over an adaptation: context_lr / k^decay.
     let m = MetaConfig {

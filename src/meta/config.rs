@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::ops::context::{check_context_step, MAX_CONTEXT_DIM};
 
 /// Every key of [`MetaConfig`], in struct order.
-pub const META_FIELD_NAMES: [&str; 38] = [
+pub const META_FIELD_NAMES: [&str; 40] = [
     "family",
     "method",
     "meta_init",
@@ -25,6 +25,8 @@ pub const META_FIELD_NAMES: [&str; 38] = [
     "context_lr_decay",
     "context_bound",
     "context_init_std",
+    "context_policy_weight",
+    "context_zero_loss",
     "eval_tasks",
     "eval_seed",
     "adapt_steps",
@@ -56,7 +58,7 @@ pub const FOMAML_META_LR: f64 = 0.003;
 
 /// CAVIA's default meta learning rate (Adam on θ and the context weights,
 /// constant).
-pub const CAVIA_META_LR: f64 = 0.001;
+pub const CAVIA_META_LR: f64 = 0.002;
 
 /// CAVIA's default inner updates (context steps) per task.
 pub const CAVIA_INNER_UPDATES: usize = 2;
@@ -129,6 +131,15 @@ pub struct MetaConfig {
     /// CAVIA: standard deviation of the critic's context weights' initial
     /// values (normal, seeded by `seed`); the actor's start at 0.
     pub context_init_std: f64,
+    /// CAVIA: weight of the policy loss in the context's step (0, the
+    /// default: the value loss's gradient alone, a step of a linear
+    /// regression of the returns; 1: the whole PPO loss's, as CAVIA).
+    pub context_policy_weight: f64,
+    /// CAVIA: the outer loss also counts the first rollout of each inner
+    /// loop, at context 0, so the networks at context 0 fit the tasks'
+    /// average and the first step's gradient carries only what is
+    /// particular to the task.
+    pub context_zero_loss: bool,
     /// Held-out tasks of the adaptation evaluation.
     pub eval_tasks: usize,
     /// Seed of the held-out tasks (distinct from training's task seeds).
@@ -238,10 +249,12 @@ impl Default for MetaConfig {
             anneal_meta_lr: true,
             meta_checkpoint_every: 25,
             context_dim: 2,
-            context_lr: 1.0,
-            context_lr_decay: 1.0,
+            context_lr: 0.2,
+            context_lr_decay: 2.0,
             context_bound: 2.0,
             context_init_std: 0.5,
+            context_policy_weight: 0.0,
+            context_zero_loss: true,
             eval_tasks: 32,
             eval_seed: 1_000_000_007,
             adapt_steps: vec![0, 1, 2, 5, 10],
@@ -312,6 +325,13 @@ impl MetaConfig {
         }
         check_context_step(self.context_lr, self.context_bound)?;
         check_positive("context_init_std", self.context_init_std)?;
+        if !(self.context_policy_weight.is_finite() && self.context_policy_weight >= 0.0) {
+            return Err(Error::config(
+                "context_policy_weight",
+                self.context_policy_weight,
+                "must be finite and >= 0",
+            ));
+        }
         if !(self.context_lr_decay.is_finite() && self.context_lr_decay >= 0.0) {
             return Err(Error::config(
                 "context_lr_decay",
@@ -460,6 +480,20 @@ impl MetaConfig {
             0 => self.meta_iterations.saturating_mul(rollouts),
             n => n,
         }
+    }
+
+    /// CAVIA's outer loss: the weight with which rollout `update` of an
+    /// inner loop (0-based; `inner_updates` is the fresh one after the last
+    /// update) adds its minibatches' gradients to the outer sums, or None
+    /// where it does not count. The rollouts after every context step count
+    /// (MAML++'s multi-step loss), and with `context_zero_loss` the first
+    /// one, at context 0, too; equally weighted, so the sums are a mean.
+    pub fn context_collect_weight(&self, update: usize, minibatches: usize) -> Option<f64> {
+        let first = usize::from(!self.context_zero_loss);
+        let counted = (self.inner_updates + 1 - first) * minibatches.max(1);
+        (first..=self.inner_updates)
+            .contains(&update)
+            .then(|| 1.0 / counted as f64)
     }
 
     /// CAVIA's context step size at adaptation update `k` (1-based).

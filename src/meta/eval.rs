@@ -198,7 +198,8 @@ pub fn adaptation_eval(
                     gpu.enable_context(ctx, context.dim, meta.context_lr, meta.context_bound)?;
                 }
                 gpu.use_context(true)?;
-                if let Some(step) = gpu.context() {
+                if let Some(step) = gpu.context_mut() {
+                    step.set_policy_weight(ctx, meta.context_policy_weight)?;
                     step.set_weights(ctx, &context.weights)?;
                 }
             }

@@ -250,7 +250,8 @@ pub fn meta_train(
     let mut gpu = PpoGpu::new(ctx, &spec, &update_settings(&inner))?;
     if meta.method == MetaMethod::Cavia {
         gpu.enable_context(ctx, meta.context_dim, meta.context_lr, meta.context_bound)?;
-        if let Some(context) = gpu.context() {
+        if let Some(context) = gpu.context_mut() {
+            context.set_policy_weight(ctx, meta.context_policy_weight)?;
             let weights =
                 initial_context_weights(context.layout(), meta.context_init_std, ppo.seed);
             context.set_weights(ctx, &weights)?;
@@ -363,15 +364,13 @@ pub fn meta_train(
         gpu.set_learning_rates(&vec![ppo.learning_rate; m_count])?;
         let mut first = None;
         let mut last = None;
-        // CAVIA's outer gradient sums the losses after each context step:
-        // the rollouts of updates 2..K and the fresh one, each over its
-        // minibatches.
-        let collect_weight = 1.0 / (k_inner * ppo.num_minibatches) as f64;
+        // CAVIA's outer gradient sums the losses of the rollouts that count
+        // (MetaConfig::context_collect_weight), each over its minibatches.
         for j in 0..k_inner {
             let key = (i * (k_inner + 1) + j) as u32;
             if let Some(context) = gpu.context_mut() {
                 context.set_step(ctx, meta.context_lr_at(j + 1), meta.context_bound)?;
-                context.set_collect(ctx, (j >= 1).then_some(collect_weight));
+                context.set_collect(ctx, meta.context_collect_weight(j, ppo.num_minibatches));
             }
             let iteration =
                 ppo_iteration(ctx, &mut gpu, &mut inner_env, ppo.seed, key).map_err(annotate)?;
@@ -386,7 +385,10 @@ pub fn meta_train(
             rollout(ctx, &mut gpu, &mut inner_env, ppo.seed, key)?;
             let perm = permutations(ppo.seed, key as u64, gpu.settings());
             if let Some(context) = gpu.context_mut() {
-                context.set_collect(ctx, Some(collect_weight));
+                context.set_collect(
+                    ctx,
+                    meta.context_collect_weight(k_inner, ppo.num_minibatches),
+                );
             }
             gpu.gradient(ctx, Some(&inner_env.obs), &perm)?;
             if let Some(context) = gpu.context_mut() {

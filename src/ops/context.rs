@@ -2,12 +2,14 @@
 //! agent that shift, through meta-learned weights, the actor's first-layer
 //! biases (the context is an extra input of the policy) and the critic's
 //! last-layer weights (the value gains a term linear in the context, so
-//! fitting the context to the returns is a linear regression). During an adaptation, each PPO update
-//! moves the context alone, by one step of projected SGD along the loss
-//! gradient of the update's first epoch (at the rollout's parameters, so the
-//! policy term is the plain policy gradient and the value term unclipped, as
-//! in CAVIA's one gradient step per rollout), instead of running Adam on
-//! the network.
+//! fitting the context to the returns is a linear regression). During an
+//! adaptation, each PPO update moves the context alone, by one step of
+//! projected SGD along the loss gradient of the update's first epoch (at
+//! the rollout's parameters, so the policy term is the plain policy gradient
+//! and the value term unclipped, as in CAVIA's one gradient step per
+//! rollout), with the policy's part weighted by
+//! [`ContextStep::set_policy_weight`] (meta-training's default: 0, the
+//! value loss alone), instead of running Adam on the network.
 
 use crate::error::{Error, Result};
 use crate::gpu::{Dispatch, GpuBuffer, GpuContext, Kernel};
@@ -95,6 +97,7 @@ struct ContextDims {
     lr: f32,
     bound: f32,
     collect_weight: f32,
+    policy_weight: f32,
 }
 
 impl ContextDims {
@@ -113,6 +116,7 @@ impl ContextDims {
             lr: 0.0,
             bound: 0.0,
             collect_weight: 0.0,
+            policy_weight: 1.0,
         })
     }
 }
@@ -310,6 +314,22 @@ impl ContextStep {
         self.collecting.then_some(&self.collect)
     }
 
+    /// Weights the policy's slots in later gradient sums
+    /// (`context_accumulate`): 1, the default, steps along the PPO loss's
+    /// gradient; 0 along the value loss's alone.
+    pub fn set_policy_weight(&mut self, ctx: &GpuContext, weight: f64) -> Result<()> {
+        if !(weight.is_finite() && weight >= 0.0 && weight <= f32::MAX as f64) {
+            return Err(Error::config(
+                "context_policy_weight",
+                weight,
+                "must be finite and >= 0",
+            ));
+        }
+        self.dims.policy_weight = weight as f32;
+        self.accumulate.write_uniform(ctx, &self.dims);
+        Ok(())
+    }
+
     /// Changes the step size and bound of later steps.
     pub fn set_step(&mut self, ctx: &GpuContext, lr: f64, bound: f64) -> Result<()> {
         check_context_step(lr, bound)?;
@@ -333,16 +353,26 @@ impl ContextStep {
 }
 
 /// CPU reference of `context_accumulate`'s term: dL/dphi [P][C] from the
-/// slots' gradients in `grads` [P][K] (`sum_j weights[j][c] * grads[p][slot j]`).
-pub fn context_grad_cpu(layout: &ContextLayout, weights: &[f32], grads: &[f32]) -> Vec<f32> {
+/// slots' gradients in `grads` [P][K]: `policy_weight * sum_{j actor}
+/// weights[j][c] * grads[p][slot j]` plus the same sum over the critic's
+/// slots.
+pub fn context_grad_cpu(
+    layout: &ContextLayout,
+    weights: &[f32],
+    grads: &[f32],
+    policy_weight: f32,
+) -> Vec<f32> {
     let (c_count, k) = (layout.dim, layout.params_per_agent);
     let num_agents = grads.len() / k;
     (0..num_agents * c_count)
         .map(|i| {
             let (p, c) = (i / c_count, i % c_count);
-            (0..layout.units()).fold(0.0f32, |g, j| {
-                g + weights[j * c_count + c] * grads[p * k + layout.slot_index(j)]
-            })
+            let sum = |js: std::ops::Range<usize>| {
+                js.fold(0.0f32, |g, j| {
+                    g + weights[j * c_count + c] * grads[p * k + layout.slot_index(j)]
+                })
+            };
+            policy_weight * sum(0..layout.actor_units) + sum(layout.actor_units..layout.units())
         })
         .collect()
 }
