@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::outer::MetaMethod;
 use crate::error::{Error, Result};
-use crate::ops::context::{check_context_step, MAX_CONTEXT_DIM};
+use crate::ops::context::{check_context_policy_weight, check_context_step, MAX_CONTEXT_DIM};
 
 /// Every key of [`MetaConfig`], in struct order.
 pub const META_FIELD_NAMES: [&str; 40] = [
@@ -325,13 +325,7 @@ impl MetaConfig {
         }
         check_context_step(self.context_lr, self.context_bound)?;
         check_positive("context_init_std", self.context_init_std)?;
-        if !(self.context_policy_weight.is_finite() && self.context_policy_weight >= 0.0) {
-            return Err(Error::config(
-                "context_policy_weight",
-                self.context_policy_weight,
-                "must be finite and >= 0",
-            ));
-        }
+        check_context_policy_weight(self.context_policy_weight)?;
         if !(self.context_lr_decay.is_finite() && self.context_lr_decay >= 0.0) {
             return Err(Error::config(
                 "context_lr_decay",

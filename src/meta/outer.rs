@@ -25,9 +25,9 @@ pub enum MetaMethod {
     /// task, an input of the policy's first layer and a linear term of the
     /// value (see [`crate::ops::context`]); the outer step is first-order MAML's Adam
     /// step on θ, plus one on the context weights along
-    /// mean_m(∂L_m/∂s ⊗ φ_m), both summed over the losses after each
-    /// context step (MAML++'s multi-step loss): the rollouts of inner
-    /// updates 2..K and the fresh one after the last.
+    /// mean_m(∂L_m/∂s ⊗ φ_m), both summed over the losses of the inner
+    /// loop's rollouts that count
+    /// ([`MetaConfig::context_collect_weight`](crate::meta::MetaConfig::context_collect_weight)).
     Cavia,
 }
 

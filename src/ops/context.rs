@@ -164,6 +164,19 @@ pub fn check_context_step(lr: f64, bound: f64) -> Result<()> {
     Ok(())
 }
 
+/// Refuses a policy weight (`context_policy_weight`) that is not finite
+/// and >= 0.
+pub fn check_context_policy_weight(weight: f64) -> Result<()> {
+    if !(weight.is_finite() && weight >= 0.0 && weight <= f32::MAX as f64) {
+        return Err(Error::config(
+            "context_policy_weight",
+            weight,
+            "must be finite and >= 0",
+        ));
+    }
+    Ok(())
+}
+
 impl ContextStep {
     /// Zero weights and contexts; `lr` and `bound` as in `context_step`,
     /// whose gradient is the mean over `minibatches` accumulated ones.
@@ -318,13 +331,7 @@ impl ContextStep {
     /// (`context_accumulate`): 1, the default, steps along the PPO loss's
     /// gradient; 0 along the value loss's alone.
     pub fn set_policy_weight(&mut self, ctx: &GpuContext, weight: f64) -> Result<()> {
-        if !(weight.is_finite() && weight >= 0.0 && weight <= f32::MAX as f64) {
-            return Err(Error::config(
-                "context_policy_weight",
-                weight,
-                "must be finite and >= 0",
-            ));
-        }
+        check_context_policy_weight(weight)?;
         self.dims.policy_weight = weight as f32;
         self.accumulate.write_uniform(ctx, &self.dims);
         Ok(())
