@@ -21,7 +21,7 @@ use ppo_wgpu::config::PpoConfig;
 use ppo_wgpu::env::{CartPole, CartPoleConfig, GpuCartPole, StepOut, VecEnv};
 use ppo_wgpu::ops::categorical::SampleKey;
 use ppo_wgpu::ppo::trainer::{initial_params, update_settings};
-use ppo_wgpu::ppo::{permutations, ActorCriticSpec, PpoGpu};
+use ppo_wgpu::ppo::{permutations, ActorCriticSpec, PpoGpu, RolloutPath};
 use ppo_wgpu::{AdapterOptions, GpuContext};
 
 fn median(mut times: Vec<f64>) -> f64 {
@@ -69,31 +69,49 @@ fn rollout_phase(ctx: &GpuContext, hidden: &[usize], agents: usize, num_envs: us
         host_times.push(start.elapsed().as_secs_f64());
     }
 
-    let mut gpu = PpoGpu::new(ctx, &spec, &settings).expect("engine");
-    gpu.set_params(ctx, &params).expect("params");
-    let mut device = GpuCartPole::new(ctx, env_config, steps).expect("device env");
-    device.reset(ctx, 1).expect("reset");
-    // The first rollout builds the per-step dispatches: not timed.
-    gpu.rollout_gpu(ctx, &mut device, 1, 0).expect("warm-up");
-    let device_times: Vec<f64> = (1..=ROLLOUT_REPETITIONS as u32)
-        .map(|iteration| {
-            let start = Instant::now();
-            gpu.rollout_gpu(ctx, &mut device, 1, iteration)
-                .expect("rollout");
-            start.elapsed().as_secs_f64()
-        })
-        .collect();
     let env_steps = (rows * steps) as f64;
-    let (host_s, device_s) = (median(host_times), median(device_times));
-    println!(
-        "rollout hidden {hidden:?} P={agents} N={num_envs} T={steps}: host env {:.2} ms = {:.0} env-steps/s, \
-         device env {:.2} ms = {:.0} env-steps/s ({:.1}x)",
+    let host_s = median(host_times);
+    let mut line = format!(
+        "rollout hidden {hidden:?} P={agents} N={num_envs} T={steps}: host env {:.2} ms = {:.0} env-steps/s",
         host_s * 1e3,
-        env_steps / host_s,
-        device_s * 1e3,
-        env_steps / device_s,
-        host_s / device_s
+        env_steps / host_s
     );
+    for path in [RolloutPath::Layered, RolloutPath::Fused] {
+        let mut gpu = PpoGpu::new(ctx, &spec, &settings).expect("engine");
+        gpu.set_params(ctx, &params).expect("params");
+        gpu.set_rollout_path(path);
+        if path == RolloutPath::Fused {
+            if let Some(reason) = gpu.fused_unsupported(ctx) {
+                line += &format!(", fused: not supported ({reason})");
+                continue;
+            }
+        }
+        let mut device = GpuCartPole::new(ctx, env_config.clone(), steps).expect("device env");
+        device.reset(ctx, 1).expect("reset");
+        // The first rollout builds the dispatches and compiles: timed apart.
+        let start = Instant::now();
+        let first = gpu.rollout_gpu(ctx, &mut device, 1, 0).expect("warm-up");
+        let first_s = start.elapsed().as_secs_f64();
+        let device_times: Vec<f64> = (1..=ROLLOUT_REPETITIONS as u32)
+            .map(|iteration| {
+                let start = Instant::now();
+                gpu.rollout_gpu(ctx, &mut device, 1, iteration)
+                    .expect("rollout");
+                start.elapsed().as_secs_f64()
+            })
+            .collect();
+        let device_s = median(device_times);
+        line += &format!(
+            ", device env {} {:.2} ms = {:.0} env-steps/s ({:.1}x host; {} dispatches; first rollout {:.2} s)",
+            if first.fused { "fused" } else { "layered" },
+            device_s * 1e3,
+            env_steps / device_s,
+            host_s / device_s,
+            first.dispatches,
+            first_s
+        );
+    }
+    println!("{line}");
 }
 
 /// Rollout (device envs), update and whole-iteration env steps per second
@@ -157,7 +175,13 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(1);
     println!("adapter: {}", ctx.adapter.describe());
-    for hidden in [vec![64, 64], vec![]] {
+    // PPO_BENCH_PHASES: a comma list of policy, rollout, grid (default all).
+    let phases = std::env::var("PPO_BENCH_PHASES").unwrap_or("policy,rollout,grid".into());
+    let phase = |name: &str| phases.split(',').any(|p| p.trim() == name);
+    for hidden in [vec![64, 64], vec![]]
+        .into_iter()
+        .filter(|_| phase("policy"))
+    {
         let spec = ActorCriticSpec::new(4, 2, &hidden).expect("spec");
         let mut config = PpoConfig::preset("cleanrl").expect("preset");
         config.num_agents = agents;
@@ -203,12 +227,15 @@ fn main() {
             (512 * agents) as f64 / iteration_s
         );
     }
-    for hidden in [vec![64, 64], vec![]] {
-        for num_envs in [4, 256] {
+    for hidden in [vec![64, 64], vec![]]
+        .into_iter()
+        .filter(|_| phase("rollout"))
+    {
+        for num_envs in [4, 8, 256] {
             rollout_phase(&ctx, &hidden, agents, num_envs);
         }
     }
-    for hidden in [vec![64, 64], vec![]] {
+    for hidden in [vec![64, 64], vec![]].into_iter().filter(|_| phase("grid")) {
         for &agents in &list_var("PPO_BENCH_GRID_P", &[1, 8, 64]) {
             for &num_envs in &list_var("PPO_BENCH_GRID_N", &[4, 32]) {
                 grid_point(&ctx, &hidden, agents, num_envs);

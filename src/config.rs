@@ -7,6 +7,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+pub use crate::ppo::fused::RolloutPath;
 
 /// Most rollout rows (`num_agents × num_envs × num_steps`) a run may ask
 /// for: 2^28 rows of a 4-float observation already need 4 GiB of buffers, so
@@ -23,7 +24,7 @@ pub const PRESET_NAMES: [&str; 5] = ["default", "cleanrl", "seed", "linear", "me
 
 /// Every key a TOML file or `--set` may name, in struct order. A test keeps
 /// it equal to the fields serde sees.
-pub const FIELD_NAMES: [&str; 27] = [
+pub const FIELD_NAMES: [&str; 28] = [
     "env_id",
     "exp_name",
     "seed",
@@ -51,6 +52,7 @@ pub const FIELD_NAMES: [&str; 27] = [
     "eval_every",
     "checkpoint_every",
     "env_device",
+    "rollout",
 ];
 
 /// Where environments are stepped.
@@ -136,6 +138,10 @@ pub struct PpoConfig {
     pub checkpoint_every: usize,
     /// Where environments are stepped.
     pub env_device: EnvDevice,
+    /// With `env_device = "gpu"`: "auto" (the fused one-kernel rollout where
+    /// it suits the adapter and network, `train` says which), "fused" or
+    /// "layered" (one dispatch per layer and per env step).
+    pub rollout: RolloutPath,
 }
 
 /// Sizes derived from a configuration (CleanRL computes them in one place too).
@@ -181,6 +187,7 @@ impl Default for PpoConfig {
             eval_every: 10_000,
             checkpoint_every: 0,
             env_device: EnvDevice::Cpu,
+            rollout: RolloutPath::Auto,
         }
     }
 }
@@ -272,6 +279,13 @@ impl PpoConfig {
     /// the limit it breaks.
     pub fn validate(&self) -> Result<()> {
         check_name("env_id", &self.env_id)?;
+        if self.rollout == RolloutPath::Fused && self.env_device != EnvDevice::Gpu {
+            return Err(Error::config(
+                "rollout",
+                "fused",
+                "the fused rollout steps device envs: set env_device = \"gpu\"",
+            ));
+        }
         check_name("exp_name", &self.exp_name)?;
         let at_least_one = [
             ("num_envs", self.num_envs),

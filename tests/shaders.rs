@@ -7,7 +7,10 @@ use std::collections::BTreeSet;
 use naga::back::pipeline_constants::process_overrides;
 use naga::back::PipelineConstants;
 use naga::valid::{Capabilities, ValidationFlags, Validator};
+use ppo_wgpu::gpu::kernels::LIBRARY_SHADERS;
 use ppo_wgpu::gpu::{Kernel, ALL_SHADERS};
+use ppo_wgpu::ppo::fused::fused_rollout_source;
+use ppo_wgpu::ppo::ActorCriticSpec;
 
 fn translate_all(name: &str, source: &str) -> Vec<String> {
     let module = naga::front::wgsl::parse_str(source)
@@ -119,7 +122,11 @@ fn every_shader_file_is_registered_and_every_kernel_exists() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|n| n.ends_with(".wgsl"))
         .collect();
-    let registered: BTreeSet<String> = ALL_SHADERS.iter().map(|s| s.name.to_string()).collect();
+    let registered: BTreeSet<String> = ALL_SHADERS
+        .iter()
+        .chain(LIBRARY_SHADERS)
+        .map(|s| s.name.to_string())
+        .collect();
     assert_eq!(on_disk, registered, "shaders/ and ALL_SHADERS disagree");
     for &kernel in Kernel::ALL {
         let spec = kernel.spec();
@@ -149,4 +156,23 @@ fn a_broken_shader_is_reported_not_accepted() {
             .is_err(),
     };
     assert!(rejected, "naga accepted a type error");
+}
+
+/// The fused rollout is generated per network: its source for the shapes
+/// the presets use, and the limits of what it takes, on every backend.
+#[test]
+fn generated_fused_rollouts_translate_to_every_backend() {
+    for (hidden, actions) in [
+        (&[][..], 2),
+        (&[64usize, 64][..], 2),
+        (&[16][..], 3),
+        (&[256, 100][..], 2),
+    ] {
+        let spec = ActorCriticSpec::new(4, actions, hidden).unwrap();
+        let (source, _) = fused_rollout_source(&spec);
+        let name = format!("rollout_fused for hidden {hidden:?}");
+        let entry_points = translate_all(&name, &source);
+        assert_eq!(entry_points, ["rollout_fused"], "{name}");
+        assert!(source.starts_with("// "), "{name}: header comment");
+    }
 }

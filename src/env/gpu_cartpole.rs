@@ -416,6 +416,16 @@ impl GpuCartPole {
         &self.episodes
     }
 
+    /// Per-env physics on the device, [rows] (the fused rollout binds it).
+    pub fn physics_buffer(&self) -> &GpuBuffer<CartPolePhysics32> {
+        &self.physics_gpu
+    }
+
+    /// Per-env state on the device, [rows] (the fused rollout binds it).
+    pub fn states_buffer(&self) -> &GpuBuffer<CartPoleState32> {
+        &self.states
+    }
+
     /// The device state, for a checkpoint.
     pub fn snapshot(&self, ctx: &GpuContext) -> Result<GpuCartPoleSnapshot> {
         Ok(GpuCartPoleSnapshot {

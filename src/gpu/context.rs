@@ -327,7 +327,12 @@ impl GpuContext {
         // Start from the portable downlevel set, then take the adapter's full
         // buffer sizes and grid so large populations fit where the adapter allows.
         let mut limits = wgpu::Limits::downlevel_defaults();
-        limits.max_storage_buffers_per_shader_stage = REQUIRED_STORAGE_BUFFERS_PER_STAGE;
+        // What the layered kernels need, or up to 16 where the adapter has
+        // them: the fused rollout binds 10 (`ppo::fused`), and falls back
+        // to the layered path below that.
+        limits.max_storage_buffers_per_shader_stage = available
+            .max_storage_buffers_per_shader_stage
+            .clamp(REQUIRED_STORAGE_BUFFERS_PER_STAGE, 16);
         limits.max_compute_invocations_per_workgroup = REQUIRED_INVOCATIONS_PER_WORKGROUP;
         limits.max_compute_workgroup_size_x = REQUIRED_INVOCATIONS_PER_WORKGROUP;
         limits.max_compute_workgroup_storage_size = REQUIRED_WORKGROUP_STORAGE_BYTES;

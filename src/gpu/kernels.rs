@@ -23,16 +23,42 @@ pub struct ShaderFile {
 }
 
 macro_rules! shader_files {
-    ($($ident:ident => $file:literal),* $(,)?) => {
+    ($($ident:ident => $file:literal $(+ $lib:literal)*),* $(,)?) => {
         $(pub const $ident: ShaderFile = ShaderFile {
             name: $file,
-            source: include_str!(concat!("../../shaders/", $file)),
+            source: concat!(
+                include_str!(concat!("../../shaders/", $file))
+                $(, include_str!(concat!("../../shaders/", $lib)))*
+            ),
         };)*
-        /// Every shader file of the crate (the naga portability test walks these
-        /// and checks that no file in `shaders/` is missing from the list).
+        /// Every kernel shader of the crate, each composed with the library
+        /// modules it includes (the naga portability test walks these and
+        /// checks that no file in `shaders/` is missing from them or from
+        /// [`LIBRARY_SHADERS`]).
         pub const ALL_SHADERS: &[ShaderFile] = &[$($ident),*];
     };
 }
+
+/// Library modules (no entry point), included into kernels: WGSL resolves
+/// module-scope names regardless of order, so a kernel is its own file
+/// followed by the libraries it uses.
+pub const RNG_WGSL: ShaderFile = ShaderFile {
+    name: "rng.wgsl",
+    source: include_str!("../../shaders/rng.wgsl"),
+};
+/// The CartPole device env: the seam every device env implements (see its header).
+pub const ENV_CARTPOLE_WGSL: ShaderFile = ShaderFile {
+    name: "env_cartpole.wgsl",
+    source: include_str!("../../shaders/env_cartpole.wgsl"),
+};
+/// The fused rollout's template: composed at run time with rng.wgsl, a device
+/// env and the policy's generated forward functions (`ppo::fused`).
+pub const ROLLOUT_FUSED_WGSL: ShaderFile = ShaderFile {
+    name: "rollout_fused.wgsl",
+    source: include_str!("../../shaders/rollout_fused.wgsl"),
+};
+/// Every library module and template.
+pub const LIBRARY_SHADERS: &[ShaderFile] = &[RNG_WGSL, ENV_CARTPOLE_WGSL, ROLLOUT_FUSED_WGSL];
 
 shader_files! {
     LINEAR_FORWARD_WGSL => "linear_forward.wgsl",
@@ -45,7 +71,7 @@ shader_files! {
     OPTIM_WGSL => "optim.wgsl",
     META_WGSL => "meta.wgsl",
     CONTEXT_WGSL => "context.wgsl",
-    CARTPOLE_WGSL => "cartpole.wgsl",
+    CARTPOLE_WGSL => "cartpole.wgsl" + "rng.wgsl" + "env_cartpole.wgsl",
 }
 
 /// One dispatchable entry point.

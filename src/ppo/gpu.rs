@@ -18,6 +18,7 @@ use crate::ops::optim::{AgentState, ClipAdam, OptimBuffers};
 use crate::ops::ppo_loss::{stat, LossBuffers, LossCoefs, PpoLoss, ROW_STATS};
 use crate::ops::stats::{self, HISTORY_STATS};
 use crate::ops::RECORD;
+use crate::ppo::fused::{auto_picks_fused, fused_support, FusedBuffers, FusedRollout, RolloutPath};
 use crate::ppo::net::ActorCriticSpec;
 
 /// The sizes and coefficients of the update (CleanRL names).
@@ -113,21 +114,26 @@ pub struct AgentUpdateStats {
 pub struct RolloutStats {
     /// Episodes that ended during the rollout, in step then env order.
     pub episodes: Vec<EpisodeStats>,
-    /// Steps at which the final-observation critic ran (where some env could
-    /// be truncated).
+    /// Steps at which the layered path ran the final-observation critic
+    /// (where some env could be truncated); 0 for the fused rollout, which
+    /// runs it per env where a truncation happens.
     pub final_value_steps: usize,
+    /// Whether the fused rollout ran (else the layered one).
+    pub fused: bool,
+    /// Kernel dispatches the rollout recorded.
+    pub dispatches: usize,
 }
 
 /// Buffers of the rollout: obs [T][P][N][obs_dim], records [T][P][N][RECORD],
 /// rewards / flags / final values [T][P][N].
 #[derive(Debug)]
-struct RolloutBuffers {
-    obs: GpuBuffer<f32>,
-    records: GpuBuffer<f32>,
-    rewards: GpuBuffer<f32>,
-    flags: GpuBuffer<u32>,
-    final_values: GpuBuffer<f32>,
-    last_values: GpuBuffer<f32>,
+pub struct RolloutBuffers {
+    pub obs: GpuBuffer<f32>,
+    pub records: GpuBuffer<f32>,
+    pub rewards: GpuBuffer<f32>,
+    pub flags: GpuBuffer<u32>,
+    pub final_values: GpuBuffer<f32>,
+    pub last_values: GpuBuffer<f32>,
 }
 
 /// All buffers and recorded dispatches of P agents' PPO, built once per run.
@@ -155,6 +161,9 @@ pub struct PpoGpu {
     /// One sampler per rollout step for rollouts on the device (each keeps
     /// its own RNG key and record offset); built by the first such rollout.
     device_samples: Vec<CategoricalSample>,
+    /// The rollout path device-env rollouts take, and the fused kernel once built.
+    rollout_path: RolloutPath,
+    fused: Option<FusedRollout>,
     /// True after `rollout_gpu`: rewards, flags and the next observations are
     /// on the device, and `update` must not overwrite them from the host.
     rollout_on_device: bool,
@@ -399,6 +408,8 @@ impl PpoGpu {
             final_critic,
             sample,
             device_samples: Vec::new(),
+            rollout_path: RolloutPath::Auto,
+            fused: None,
             rollout_on_device: false,
             step_readback,
             pending_final: None,
@@ -779,6 +790,9 @@ impl PpoGpu {
         if env.num_steps() != t_count {
             return Err(Error::shape(OP, "env num_steps", t_count, env.num_steps()));
         }
+        if self.uses_fused_rollout(ctx)? {
+            return self.rollout_fused(ctx, env, seed, iteration);
+        }
         env.bind(
             ctx,
             &CartPoleStepBuffers {
@@ -860,9 +874,114 @@ impl PpoGpu {
         ctx.queue.submit([encoder.finish()]);
         let episodes = env.finish_rollout(ctx)?;
         self.rollout_on_device = true;
+        let final_value_steps = truncation_steps.iter().filter(|&&b| b).count();
+        let per_step = self.rollout_actor.forward_dispatches().count()
+            + self.rollout_critic.forward_dispatches().count()
+            + 2;
         Ok(RolloutStats {
             episodes,
-            final_value_steps: truncation_steps.iter().filter(|&&b| b).count(),
+            final_value_steps,
+            fused: false,
+            dispatches: t_count * per_step
+                + final_value_steps * self.final_critic.forward_dispatches().count(),
+        })
+    }
+
+    /// Chooses the rollout path for device envs: [`RolloutPath::Auto`]
+    /// (the default) takes the fused kernel where [`fused_support`] allows.
+    pub fn set_rollout_path(&mut self, path: RolloutPath) {
+        self.rollout_path = path;
+    }
+
+    /// Why the fused rollout cannot run this policy on `ctx` (None: it can).
+    pub fn fused_unsupported(&self, ctx: &GpuContext) -> Option<String> {
+        fused_support(ctx, &self.spec, OBS_DIM)
+    }
+
+    /// Which rollout device envs get, in words, for `train` to print.
+    pub fn rollout_path_description(&self, ctx: &GpuContext) -> String {
+        match (self.uses_fused_rollout(ctx), self.fused_unsupported(ctx)) {
+            (Ok(true), _) => "fused (one kernel runs the whole rollout)".into(),
+            (_, Some(reason)) => format!("layered (fused rollout not possible: {reason})"),
+            _ if self.rollout_path == RolloutPath::Layered => "layered (as asked)".into(),
+            _ => "layered (the fused kernel of a network with hidden layers compiles for \
+                  20-45 s on a CPU adapter; --set rollout=fused forces it)"
+                .into(),
+        }
+    }
+
+    /// Whether the next device rollout takes the fused path; an error where
+    /// [`RolloutPath::Fused`] was asked for and is not supported.
+    pub fn uses_fused_rollout(&self, ctx: &GpuContext) -> Result<bool> {
+        match (self.rollout_path, self.fused_unsupported(ctx)) {
+            (RolloutPath::Layered, _) => Ok(false),
+            (RolloutPath::Auto, reason) => {
+                Ok(reason.is_none() && auto_picks_fused(ctx, &self.spec))
+            }
+            (RolloutPath::Fused, None) => Ok(true),
+            (RolloutPath::Fused, Some(reason)) => {
+                Err(Error::config("rollout path", "fused", reason))
+            }
+        }
+    }
+
+    /// [`PpoGpu::rollout_gpu`] as one fused kernel (a few dispatches on CPU
+    /// adapters, see `ppo::fused`), in one submission.
+    fn rollout_fused(
+        &mut self,
+        ctx: &GpuContext,
+        env: &mut GpuCartPole,
+        seed: u64,
+        iteration: u32,
+    ) -> Result<RolloutStats> {
+        if self.fused.is_none() {
+            self.fused = Some(FusedRollout::new(
+                ctx,
+                &self.spec,
+                self.settings.num_agents,
+                self.settings.envs_per_agent,
+                self.settings.num_steps,
+            )?);
+        }
+        // The kernel observes the envs' states directly.
+        env.take_pending_obs();
+        let fused = self.fused.as_mut().expect("built above");
+        fused.prepare(
+            ctx,
+            &FusedBuffers {
+                params: &self.params,
+                physics: env.physics_buffer(),
+                states: env.states_buffer(),
+                cur_obs: &self.cur_obs,
+                obs: &self.rollout.obs,
+                records: &self.rollout.records,
+                rewards: &self.rollout.rewards,
+                flags: &self.rollout.flags,
+                final_values: &self.rollout.final_values,
+                episodes: env.episodes_buffer(),
+            },
+            env.limits(),
+            SampleKey {
+                seed,
+                iteration,
+                step: 0,
+            },
+        );
+        let mut encoder = ctx.device.create_command_encoder(&Default::default());
+        self.record_pending_final(&mut encoder);
+        {
+            let mut pass = encoder.begin_compute_pass(&Default::default());
+            self.fused.as_ref().expect("built above").record(&mut pass);
+        }
+        env.record_readback(&mut encoder);
+        ctx.queue.submit([encoder.finish()]);
+        let episodes = env.finish_rollout(ctx)?;
+        self.rollout_on_device = true;
+        Ok(RolloutStats {
+            episodes,
+            final_value_steps: 0,
+            fused: true,
+            dispatches: self.fused.as_ref().expect("built above").dispatch_count(),
         })
     }
 
@@ -1072,6 +1191,21 @@ impl PpoGpu {
     /// Rollout records [T][P][N][RECORD] (log-prob, value, advantage, return, action).
     pub fn read_records(&self, ctx: &GpuContext) -> Result<Vec<f32>> {
         self.rollout.records.read(ctx)
+    }
+
+    /// Rollout observations [T][P][N][obs_dim].
+    pub fn read_rollout_obs(&self, ctx: &GpuContext) -> Result<Vec<f32>> {
+        self.rollout.obs.read(ctx)
+    }
+
+    /// The observations the policy reads next (the update's bootstrap input), [P][N][obs_dim].
+    pub fn read_current_obs(&self, ctx: &GpuContext) -> Result<Vec<f32>> {
+        self.cur_obs.read(ctx)
+    }
+
+    /// The rollout's buffers (tests poison them).
+    pub fn rollout_buffers(&self) -> &RolloutBuffers {
+        &self.rollout
     }
 
     /// V(final obs) as computed for truncated steps, [T][P][N].

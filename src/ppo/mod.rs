@@ -1,12 +1,14 @@
 //! PPO: the actor-critic layout, the GPU engine (rollout inference and the
 //! whole update), and the f64 CPU reference of CleanRL's update.
 
+pub mod fused;
 pub mod gpu;
 pub mod net;
 pub mod policy;
 pub mod reference;
 pub mod trainer;
 
+pub use fused::RolloutPath;
 pub use gpu::{AgentUpdateStats, PpoGpu, RolloutStats, UpdateSettings};
 pub use net::ActorCriticSpec;
 

@@ -254,6 +254,14 @@ pub fn train(config: &PpoConfig, ctx: &GpuContext, options: &TrainOptions) -> Re
         )
     })?;
     let mut gpu = PpoGpu::new(ctx, &spec, &settings)?;
+    gpu.set_rollout_path(config.rollout);
+    if config.env_device == EnvDevice::Gpu {
+        // A fused rollout asked for and not possible is refused before any work.
+        gpu.uses_fused_rollout(ctx)?;
+        if options.progress {
+            eprintln!("rollout: {}", gpu.rollout_path_description(ctx));
+        }
+    }
     let env_config = CartPoleConfig {
         max_episode_steps,
         ..CartPoleConfig::new(p_count, n)

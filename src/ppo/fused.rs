@@ -1,0 +1,522 @@
+//! The fused rollout: T steps of P × N device envs (policy forward, sampling,
+//! env step and auto-reset, the critic on truncated final observations and
+//! every rollout write) in one dispatch, instead of ~8 dispatches per step.
+//!
+//! The kernel is `shaders/rollout_fused.wgsl` composed at run time with
+//! `rng.wgsl`, the device env module (`env_cartpole.wgsl`) and the policy's
+//! forward functions, generated here for the network's exact sizes: every
+//! loop bound is a constant and inner products up to [`UNROLL_LIMIT`] inputs
+//! are unrolled, so the compiler keeps activations in registers. The
+//! generated forward keeps `linear_forward`'s accumulation order (bias, then
+//! inputs ascending), so values equal the layered path's to float rounding
+//! and the sampled actions are the same.
+//!
+//! llvmpipe (Mesa 22.3) silently stops an invocation's loop nest after
+//! 65,535 iterations; on CPU adapters the rollout is split into dispatches
+//! of at most [`CPU_LOOP_BUDGET`] counted iterations each (a dispatch
+//! boundary is a fresh invocation).
+
+use std::fmt::Write;
+
+use crate::env::gpu_cartpole::{CartPoleLimits32, CartPolePhysics32};
+use crate::env::CartPoleState32;
+use crate::error::{Error, Result};
+use crate::gpu::buffers::UniformBuffer;
+use crate::gpu::kernels::{
+    create_pipeline_from_source, grid_1d, ENV_CARTPOLE_WGSL, RNG_WGSL, ROLLOUT_FUSED_WGSL,
+};
+use crate::gpu::{GpuBuffer, GpuContext, WORKGROUP_SIZE};
+use crate::nn::MlpSpec;
+use crate::ops::categorical::SampleKey;
+
+use super::ActorCriticSpec;
+
+/// Widest hidden layer the fused rollout takes; wider networks use the
+/// layered path (their forward is better served by the blocked GEMM kernels).
+pub const MAX_FUSED_HIDDEN: usize = 256;
+/// Inner products of up to this many inputs are fully unrolled.
+pub const UNROLL_LIMIT: usize = 64;
+/// Inner products longer than [`UNROLL_LIMIT`] are unrolled by this much.
+const CHUNK: usize = 16;
+/// Loop iterations one invocation may run on a CPU adapter (llvmpipe 22.3
+/// stops at 65,535 without an error; this leaves a margin).
+pub const CPU_LOOP_BUDGET: usize = 40_000;
+/// Storage buffers the fused kernel binds.
+pub const FUSED_STORAGE_BUFFERS: u32 = 10;
+
+/// Which rollout a device-env run uses (config key `rollout`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RolloutPath {
+    /// Fused where [`fused_support`] allows it, layered otherwise.
+    #[default]
+    Auto,
+    /// The fused kernel; an error where it is not supported.
+    Fused,
+    /// Today's per-layer dispatches, one env-step dispatch per step.
+    Layered,
+}
+
+/// Why the fused rollout cannot run `spec` on `ctx` (None: it can).
+pub fn fused_support(ctx: &GpuContext, spec: &ActorCriticSpec, obs_dim: usize) -> Option<String> {
+    if spec.obs_dim != obs_dim {
+        return Some(format!(
+            "the policy reads {} observations, the env gives {obs_dim}",
+            spec.obs_dim
+        ));
+    }
+    if let Some(&wide) = spec.hidden.iter().find(|&&h| h > MAX_FUSED_HIDDEN) {
+        return Some(format!(
+            "hidden layer of {wide} exceeds the fused kernel's {MAX_FUSED_HIDDEN}"
+        ));
+    }
+    let have = ctx.limits.max_storage_buffers_per_shader_stage;
+    if have < FUSED_STORAGE_BUFFERS {
+        return Some(format!(
+            "the adapter binds {have} storage buffers per stage, the fused kernel {FUSED_STORAGE_BUFFERS}"
+        ));
+    }
+    None
+}
+
+/// Whether [`RolloutPath::Auto`] takes the fused kernel for `spec` on
+/// `ctx` (where [`fused_support`] allows it at all): always on GPUs; on CPU
+/// adapters only for the linear policy, because llvmpipe takes 20-45 s to
+/// compile the kernel of a policy with hidden layers on first use (Mesa 25,
+/// 2 cores: 20 s for one layer of 16, 43 s for 64-64; the Mesa shader cache
+/// makes later runs start at once), and at 256 envs the 64-64 kernel runs
+/// slower than the layered path there (benches/NOTES.md).
+pub fn auto_picks_fused(ctx: &GpuContext, spec: &ActorCriticSpec) -> bool {
+    !ctx.adapter.is_software || spec.hidden.is_empty()
+}
+
+fn emit_mlp(out: &mut String, name: &str, mlp: &MlpSpec, base: usize, obs_dim: usize) -> usize {
+    let layers = mlp.layers(base);
+    let returns_array = mlp.out_dim > 1;
+    let ret = if returns_array {
+        format!("array<f32, {}>", mlp.out_dim)
+    } else {
+        "f32".to_string()
+    };
+    let _ = writeln!(
+        out,
+        "fn {name}(base: u32, x: array<f32, {obs_dim}>) -> {ret} {{\n    let h0 = x;"
+    );
+    let mut iterations = 0;
+    for (l, layer) in layers.iter().enumerate() {
+        let (i_dim, o_dim) = (layer.in_dim, layer.out_dim);
+        let last = l + 1 == layers.len();
+        let (input, output) = (format!("h{l}"), format!("h{}", l + 1));
+        let _ = writeln!(out, "    var {output}: array<f32, {o_dim}>;");
+        // `dims.pad` is 0: a bound the compiler cannot see keeps it from
+        // unrolling the loop over outputs (llvmpipe's JIT time grows with code size).
+        let _ = writeln!(out, "    for (var o = 0u; o < {o_dim}u + dims.pad; o++) {{");
+        let _ = writeln!(
+            out,
+            "        let w = base + {}u + o * {i_dim}u;\n        var acc = params[base + {}u + o];",
+            layer.w_offset, layer.b_offset
+        );
+        if i_dim <= UNROLL_LIMIT {
+            for i in 0..i_dim {
+                let _ = writeln!(out, "        acc += {input}[{i}] * params[w + {i}u];");
+            }
+            iterations += o_dim;
+        } else {
+            let chunk = CHUNK;
+            let whole = i_dim / chunk * chunk;
+            let _ = writeln!(
+                out,
+                "        for (var i = 0u; i < {whole}u + dims.pad; i += {chunk}u) {{"
+            );
+            for k in 0..chunk {
+                let _ = writeln!(
+                    out,
+                    "            acc += {input}[i + {k}u] * params[w + i + {k}u];"
+                );
+            }
+            let _ = writeln!(out, "        }}");
+            for i in whole..i_dim {
+                let _ = writeln!(out, "        acc += {input}[{i}] * params[w + {i}u];");
+            }
+            iterations += o_dim * (1 + whole / chunk);
+        }
+        if last {
+            let _ = writeln!(out, "        {output}[o] = acc;\n    }}");
+        } else {
+            let _ = writeln!(out, "        {output}[o] = stable_tanh(acc);\n    }}");
+        }
+    }
+    let result = format!("h{}", layers.len());
+    if returns_array {
+        let _ = writeln!(out, "    return {result};\n}}");
+    } else {
+        let _ = writeln!(out, "    return {result}[0];\n}}");
+    }
+    iterations
+}
+
+/// The fused rollout's WGSL for `spec` with the CartPole device env, and the
+/// loop iterations one rollout step counts against [`CPU_LOOP_BUDGET`].
+pub fn fused_rollout_source(spec: &ActorCriticSpec) -> (String, usize) {
+    let mut generated = String::from(
+        "// generated by ppo::fused for this policy's sizes: its forward functions.\n",
+    );
+    let _ = writeln!(generated, "const NUM_ACTIONS: u32 = {}u;", spec.num_actions);
+    let actor = emit_mlp(
+        &mut generated,
+        "actor_forward",
+        &spec.actor(),
+        0,
+        spec.obs_dim,
+    );
+    let critic = emit_mlp(
+        &mut generated,
+        "critic_forward",
+        &spec.critic(),
+        spec.critic_base(),
+        spec.obs_dim,
+    );
+    let source = [
+        ROLLOUT_FUSED_WGSL.source,
+        RNG_WGSL.source,
+        ENV_CARTPOLE_WGSL.source,
+        &generated,
+    ]
+    .join("\n");
+    // Per step: both forwards, the critic again on a truncation, the
+    // sampler's three loops over the actions, the observation copy.
+    let per_step = actor + 2 * critic + 3 * spec.num_actions + spec.obs_dim + 2;
+    (source, per_step)
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+struct FusedDims {
+    rows: u32,
+    envs_per_agent: u32,
+    param_stride: u32,
+    t_begin: u32,
+    t_end: u32,
+    greedy: u32,
+    sample_seed_lo: u32,
+    sample_seed_hi: u32,
+    iteration: u32,
+    max_episode_steps: u32,
+    env_seed_lo: u32,
+    env_seed_hi: u32,
+    x_threshold: f32,
+    theta_threshold: f32,
+    reset_bound: f32,
+    pad: u32,
+}
+
+/// The buffers one fused rollout reads and writes (all [T][rows].. tensors
+/// are the rollout's own).
+pub struct FusedBuffers<'a> {
+    pub params: &'a GpuBuffer<f32>,
+    pub physics: &'a GpuBuffer<CartPolePhysics32>,
+    pub states: &'a GpuBuffer<CartPoleState32>,
+    pub cur_obs: &'a GpuBuffer<f32>,
+    pub obs: &'a GpuBuffer<f32>,
+    pub records: &'a GpuBuffer<f32>,
+    pub rewards: &'a GpuBuffer<f32>,
+    pub flags: &'a GpuBuffer<u32>,
+    pub final_values: &'a GpuBuffer<f32>,
+    pub episodes: &'a GpuBuffer<f32>,
+}
+
+impl FusedBuffers<'_> {
+    fn identity(&self) -> [wgpu::Buffer; 10] {
+        [
+            self.params.buffer.clone(),
+            self.physics.buffer.clone(),
+            self.states.buffer.clone(),
+            self.cur_obs.buffer.clone(),
+            self.obs.buffer.clone(),
+            self.records.buffer.clone(),
+            self.rewards.buffer.clone(),
+            self.flags.buffer.clone(),
+            self.final_values.buffer.clone(),
+            self.episodes.buffer.clone(),
+        ]
+    }
+}
+
+/// The compiled fused rollout of one policy shape, bound to one set of buffers.
+#[derive(Debug)]
+pub struct FusedRollout {
+    pipeline: wgpu::ComputePipeline,
+    layout: wgpu::BindGroupLayout,
+    /// (steps, uniform, bind group) per dispatch.
+    chunks: Vec<(
+        std::ops::Range<usize>,
+        UniformBuffer<FusedDims>,
+        wgpu::BindGroup,
+    )>,
+    bound: Option<[wgpu::Buffer; 10]>,
+    grid: (u32, u32),
+    rows: usize,
+    envs_per_agent: usize,
+    param_stride: usize,
+    steps_per_dispatch: usize,
+    num_steps: usize,
+}
+
+impl FusedRollout {
+    /// Compiles the kernel for `spec` and `rows = P × N` envs with rollouts
+    /// of `num_steps` steps (checked with [`fused_support`] first).
+    pub fn new(
+        ctx: &GpuContext,
+        spec: &ActorCriticSpec,
+        num_agents: usize,
+        envs_per_agent: usize,
+        num_steps: usize,
+    ) -> Result<Self> {
+        if let Some(reason) = fused_support(ctx, spec, spec.obs_dim) {
+            return Err(Error::config("rollout path", "fused", reason));
+        }
+        let (source, per_step) = fused_rollout_source(spec);
+        let steps_per_dispatch = if ctx.adapter.is_software {
+            (CPU_LOOP_BUDGET / per_step).max(1)
+        } else {
+            num_steps
+        };
+        let storage = |binding: u32, read_only: bool| wgpu::BindGroupLayoutEntry {
+            binding,
+            visibility: wgpu::ShaderStages::COMPUTE,
+            ty: wgpu::BindingType::Buffer {
+                ty: wgpu::BufferBindingType::Storage { read_only },
+                has_dynamic_offset: false,
+                min_binding_size: None,
+            },
+            count: None,
+        };
+        let mut entries = vec![wgpu::BindGroupLayoutEntry {
+            binding: 0,
+            visibility: wgpu::ShaderStages::COMPUTE,
+            ty: wgpu::BindingType::Buffer {
+                ty: wgpu::BufferBindingType::Uniform,
+                has_dynamic_offset: false,
+                min_binding_size: None,
+            },
+            count: None,
+        }];
+        entries.extend((1..=10).map(|b| storage(b, b <= 2)));
+        let layout = ctx
+            .device
+            .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                label: Some("rollout_fused"),
+                entries: &entries,
+            });
+        let pipeline = create_pipeline_from_source(
+            &ctx.device,
+            "rollout_fused.wgsl (generated)",
+            &source,
+            "rollout_fused",
+            &[("WORKGROUP_SIZE", WORKGROUP_SIZE)],
+            &layout,
+        )?;
+        let rows = num_agents * envs_per_agent;
+        let grid = grid_1d(
+            rows as u64,
+            WORKGROUP_SIZE,
+            ctx.limits.max_compute_workgroups_per_dimension,
+        );
+        Ok(FusedRollout {
+            pipeline,
+            layout,
+            chunks: Vec::new(),
+            bound: None,
+            grid,
+            rows,
+            envs_per_agent,
+            param_stride: spec.param_count(),
+            steps_per_dispatch,
+            num_steps,
+        })
+    }
+
+    /// Rollout steps one dispatch runs.
+    pub fn steps_per_dispatch(&self) -> usize {
+        self.steps_per_dispatch
+    }
+
+    /// Dispatches one rollout records.
+    pub fn dispatch_count(&self) -> usize {
+        self.num_steps.div_ceil(self.steps_per_dispatch)
+    }
+
+    /// Binds the kernel to `buffers` (does nothing when already bound to
+    /// them) and writes the sampling key and the env's limits.
+    pub fn prepare(
+        &mut self,
+        ctx: &GpuContext,
+        buffers: &FusedBuffers<'_>,
+        limits: &CartPoleLimits32,
+        key: SampleKey,
+    ) {
+        let identity = buffers.identity();
+        let dims = |steps: &std::ops::Range<usize>| FusedDims {
+            rows: self.rows as u32,
+            envs_per_agent: self.envs_per_agent as u32,
+            param_stride: self.param_stride as u32,
+            t_begin: steps.start as u32,
+            t_end: steps.end as u32,
+            greedy: 0,
+            sample_seed_lo: key.seed as u32,
+            sample_seed_hi: (key.seed >> 32) as u32,
+            iteration: key.iteration,
+            max_episode_steps: limits.max_episode_steps,
+            env_seed_lo: limits.seed as u32,
+            env_seed_hi: (limits.seed >> 32) as u32,
+            x_threshold: limits.x_threshold,
+            theta_threshold: limits.theta_threshold,
+            reset_bound: limits.reset_bound,
+            pad: 0,
+        };
+        if self.bound.as_ref() != Some(&identity) {
+            let resources = [
+                buffers.params.binding(),
+                buffers.physics.binding(),
+                buffers.states.binding(),
+                buffers.cur_obs.binding(),
+                buffers.obs.binding(),
+                buffers.records.binding(),
+                buffers.rewards.binding(),
+                buffers.flags.binding(),
+                buffers.final_values.binding(),
+                buffers.episodes.binding(),
+            ];
+            self.chunks = (0..self.dispatch_count())
+                .map(|c| {
+                    let steps = c * self.steps_per_dispatch
+                        ..((c + 1) * self.steps_per_dispatch).min(self.num_steps);
+                    let uniform = UniformBuffer::new(ctx, "rollout_fused dims", &dims(&steps));
+                    let mut entries = vec![wgpu::BindGroupEntry {
+                        binding: 0,
+                        resource: uniform.binding(),
+                    }];
+                    entries.extend(resources.iter().enumerate().map(|(i, r)| {
+                        wgpu::BindGroupEntry {
+                            binding: i as u32 + 1,
+                            resource: r.clone(),
+                        }
+                    }));
+                    let group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                        label: Some("rollout_fused"),
+                        layout: &self.layout,
+                        entries: &entries,
+                    });
+                    (steps, uniform, group)
+                })
+                .collect();
+            self.bound = Some(identity);
+        } else {
+            for (steps, uniform, _) in &self.chunks {
+                uniform.write(ctx, &dims(steps));
+            }
+        }
+    }
+
+    /// Records the rollout's dispatches (after [`FusedRollout::prepare`]).
+    pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
+        pass.set_pipeline(&self.pipeline);
+        for (_, _, group) in &self.chunks {
+            pass.set_bind_group(0, group, &[]);
+            pass.dispatch_workgroups(self.grid.0, self.grid.1, 1);
+        }
+    }
+}
+
+/// Everything a rollout writes, from [`fused_rollout_cpu`]: obs
+/// [T][rows][obs_dim], records [T][rows][RECORD] (log-prob, value and action
+/// set), rewards / flags / final values [T][rows] (final values NaN where no
+/// truncation bootstraps), episodes [T][rows][2]; and the smallest distance
+/// of a drawn uniform from a CDF boundary (below float rounding the f32
+/// kernel may legitimately draw the other action).
+#[derive(Clone, Debug)]
+pub struct RolloutCpu {
+    pub obs: Vec<f32>,
+    pub records: Vec<f32>,
+    pub rewards: Vec<f32>,
+    pub flags: Vec<u32>,
+    pub final_values: Vec<f32>,
+    pub episodes: Vec<f32>,
+    pub min_margin: f64,
+}
+
+/// CPU reference of the fused rollout: per step the f64 forward of every
+/// row's actor and critic on its f32 parameters, the categorical draw with
+/// the kernel's key, and the f32 env step [`cartpole_step_cpu`]
+/// (`states` is stepped in place).
+///
+/// [`cartpole_step_cpu`]: crate::env::gpu_cartpole::cartpole_step_cpu
+#[allow(clippy::too_many_arguments)]
+pub fn fused_rollout_cpu(
+    spec: &ActorCriticSpec,
+    envs_per_agent: usize,
+    num_steps: usize,
+    params: &[f32],
+    physics: &[CartPolePhysics32],
+    limits: &CartPoleLimits32,
+    states: &mut [CartPoleState32],
+    key: SampleKey,
+) -> RolloutCpu {
+    use crate::env::gpu_cartpole::cartpole_step_cpu;
+    use crate::nn::mlp_forward_cpu;
+    use crate::ops::categorical::categorical_sample_cpu;
+    use crate::ops::{record, RECORD};
+
+    let rows = states.len();
+    let num_agents = rows / envs_per_agent;
+    let (actor_at, critic_at) = spec.placements(num_agents, envs_per_agent);
+    let params64: Vec<f64> = params.iter().map(|&v| v as f64).collect();
+    let critic = |x: &[f64]| -> Vec<f64> {
+        mlp_forward_cpu(&spec.critic(), critic_at, x, &params64)
+            .pop()
+            .expect("an MLP has layers")
+    };
+    let mut out = RolloutCpu {
+        obs: Vec::with_capacity(num_steps * rows * spec.obs_dim),
+        records: vec![0.0; num_steps * rows * RECORD],
+        rewards: Vec::with_capacity(num_steps * rows),
+        flags: Vec::with_capacity(num_steps * rows),
+        final_values: vec![f32::NAN; num_steps * rows],
+        episodes: Vec::with_capacity(num_steps * rows * 2),
+        min_margin: f64::INFINITY,
+    };
+    for t in 0..num_steps {
+        let obs: Vec<f32> = states.iter().flat_map(|s| s.observation()).collect();
+        let x: Vec<f64> = obs.iter().map(|&v| v as f64).collect();
+        let logits = mlp_forward_cpu(&spec.actor(), actor_at, &x, &params64)
+            .pop()
+            .expect("an MLP has layers");
+        let values = critic(&x);
+        let key = SampleKey {
+            step: t as u32,
+            ..key
+        };
+        let sampled = categorical_sample_cpu(&logits, spec.num_actions, Some(key));
+        let actions: Vec<u32> = sampled.iter().map(|s| s.action).collect();
+        for (r, s) in sampled.iter().enumerate() {
+            let rec = (t * rows + r) * RECORD;
+            out.records[rec + record::LOGPROB] = s.logprob as f32;
+            out.records[rec + record::VALUE] = values[r] as f32;
+            out.records[rec + record::ACTION] = s.action as f32;
+            out.min_margin = out.min_margin.min(s.margin);
+        }
+        let step = cartpole_step_cpu(limits, physics, states, &actions);
+        let final_x: Vec<f64> = step.final_obs.iter().map(|&v| v as f64).collect();
+        let final_values = critic(&final_x);
+        for (r, &f) in step.flags.iter().enumerate() {
+            if f == crate::ops::gae::TRUNCATED {
+                out.final_values[t * rows + r] = final_values[r] as f32;
+            }
+        }
+        out.obs.extend(obs);
+        out.rewards.extend(step.rewards);
+        out.flags.extend(step.flags);
+        out.episodes.extend(step.episodes);
+    }
+    out
+}
