@@ -231,7 +231,7 @@ fn main() {
         .into_iter()
         .filter(|_| phase("rollout"))
     {
-        for num_envs in [4, 8, 256] {
+        for num_envs in [4, 64, 512] {
             rollout_phase(&ctx, &hidden, agents, num_envs);
         }
     }
