@@ -20,8 +20,9 @@ use std::time::Instant;
 use ppo_wgpu::config::PpoConfig;
 use ppo_wgpu::env::{CartPole, CartPoleConfig, GpuCartPole, StepOut, VecEnv};
 use ppo_wgpu::ops::categorical::SampleKey;
+use ppo_wgpu::ppo::fused::LANES_AUTO_ENVS;
 use ppo_wgpu::ppo::trainer::{initial_params, update_settings};
-use ppo_wgpu::ppo::{permutations, ActorCriticSpec, PpoGpu, RolloutPath};
+use ppo_wgpu::ppo::{permutations, ActorCriticSpec, FusedLayout, PpoGpu, RolloutPath};
 use ppo_wgpu::{AdapterOptions, GpuContext};
 
 fn median(mut times: Vec<f64>) -> f64 {
@@ -76,10 +77,24 @@ fn rollout_phase(ctx: &GpuContext, hidden: &[usize], agents: usize, num_envs: us
         host_s * 1e3,
         env_steps / host_s
     );
-    for path in [RolloutPath::Layered, RolloutPath::Fused] {
+    // The layered path, then each fused layout: one env per invocation, and
+    // for networks with hidden layers the lanes layout with as many envs per
+    // workgroup as `FusedLayout::choose` would take (up to 2) at any N.
+    let lanes = FusedLayout::Lanes {
+        envs: num_envs.div_ceil(2).clamp(1, LANES_AUTO_ENVS),
+    };
+    let mut variants = vec![
+        (RolloutPath::Layered, None),
+        (RolloutPath::Fused, Some(FusedLayout::PerEnv)),
+    ];
+    if !hidden.is_empty() {
+        variants.push((RolloutPath::Fused, Some(lanes)));
+    }
+    for (path, layout) in variants {
         let mut gpu = PpoGpu::new(ctx, &spec, &settings).expect("engine");
         gpu.set_params(ctx, &params).expect("params");
         gpu.set_rollout_path(path);
+        gpu.set_fused_layout(layout);
         if path == RolloutPath::Fused {
             if let Some(reason) = gpu.fused_unsupported(ctx) {
                 line += &format!(", fused: not supported ({reason})");
@@ -103,7 +118,11 @@ fn rollout_phase(ctx: &GpuContext, hidden: &[usize], agents: usize, num_envs: us
         let device_s = median(device_times);
         line += &format!(
             ", device env {} {:.2} ms = {:.0} env-steps/s ({:.1}x host; {} dispatches; first rollout {:.2} s)",
-            if first.fused { "fused" } else { "layered" },
+            match first.fused_layout {
+                None => "layered".to_string(),
+                Some(FusedLayout::PerEnv) => "fused per-env".to_string(),
+                Some(FusedLayout::Lanes { envs }) => format!("fused lanes E={envs}"),
+            },
             device_s * 1e3,
             env_steps / device_s,
             host_s / device_s,
@@ -231,7 +250,7 @@ fn main() {
         .into_iter()
         .filter(|_| phase("rollout"))
     {
-        for num_envs in [4, 64, 512] {
+        for &num_envs in &list_var("PPO_BENCH_ROLLOUT_N", &[4, 64, 512]) {
             rollout_phase(&ctx, &hidden, agents, num_envs);
         }
     }

@@ -14,7 +14,8 @@ use ppo_wgpu::ops::categorical::SampleKey;
 use ppo_wgpu::ops::gae::{TERMINATED, TRUNCATED};
 use ppo_wgpu::ops::{record, RECORD};
 use ppo_wgpu::ppo::fused::{
-    auto_picks_fused, fused_rollout_cpu, fused_rollout_source, MAX_FUSED_HIDDEN,
+    auto_picks_fused, fused_rollout_cpu, fused_rollout_source, lanes_rollout_source,
+    lanes_workgroup_bytes, FusedLayout, LANES_UP_TO_ENVS, MAX_FUSED_HIDDEN,
 };
 use ppo_wgpu::ppo::{permutations, ActorCriticSpec, PpoGpu, RolloutPath, UpdateSettings};
 use ppo_wgpu::Error;
@@ -81,6 +82,7 @@ struct Outputs {
     cur_obs: Vec<f32>,
     states: Vec<CartPoleState32>,
     fused: bool,
+    layout: Option<FusedLayout>,
     dispatches: usize,
 }
 
@@ -93,6 +95,7 @@ fn run(
     params: &[f32],
     max_episode_steps: u32,
     path: RolloutPath,
+    layout: Option<FusedLayout>,
 ) -> Outputs {
     let (p, n, t) = (
         settings.num_agents,
@@ -102,6 +105,7 @@ fn run(
     let mut gpu = PpoGpu::new(ctx, spec, settings).unwrap();
     gpu.set_params(ctx, params).unwrap();
     gpu.set_rollout_path(path);
+    gpu.set_fused_layout(layout);
     let config = CartPoleConfig {
         max_episode_steps,
         ..CartPoleConfig::new(p, n)
@@ -141,6 +145,7 @@ fn run(
         cur_obs: gpu.read_current_obs(ctx).unwrap(),
         states: env.read_states(ctx).unwrap(),
         fused: stats.fused,
+        layout: stats.fused_layout,
         dispatches: stats.dispatches,
     }
 }
@@ -212,18 +217,31 @@ fn assert_same_rollout(what: &str, layered: &Outputs, fused: &Outputs) {
     );
 }
 
-/// CleanRL's network and rollout length (T = 128, 64-64), two agents of 33
-/// envs (a partial workgroup), short episodes so truncations and
-/// terminations both fall inside; and the linear policy over a rollout long
-/// enough to run hundreds of steps per dispatch.
+/// Both fused layouts against the layered rollout: CleanRL's network and
+/// rollout length (T = 128, 64-64) for 1, 2 and 8 agents of 1 to 33 envs
+/// (partial workgroups and partial lanes blocks), a long rollout (T = 1200)
+/// that splits into several dispatches on CPU adapters (llvmpipe's loop
+/// cap), the linear policy over hundreds of steps per dispatch, and
+/// networks whose widths leave lanes idle (20, 7) or reuse the activation
+/// buffers (three hidden layers); short episodes so truncations and
+/// terminations both fall inside.
 #[test]
 fn fused_rollout_equals_layered_rollout() {
     let _serial = serial();
     let Some(ctx) = ctx() else { return };
-    for (hidden, p, n, t, max_steps) in [
-        (&[64usize, 64][..], 2, 33, 128, 40),
-        (&[][..], 1, 65, 600, 12),
-        (&[16][..], 3, 4, 64, 25),
+    let per_env = Some(FusedLayout::PerEnv);
+    let lanes = |envs| Some(FusedLayout::Lanes { envs });
+    for (hidden, p, n, t, max_steps, layout) in [
+        (&[64usize, 64][..], 2, 33, 128, 40, per_env),
+        (&[64, 64][..], 2, 33, 128, 40, lanes(8)),
+        (&[64, 64][..], 1, 4, 128, 40, lanes(2)),
+        (&[64, 64][..], 1, 1, 128, 14, lanes(1)),
+        (&[64, 64][..], 8, 4, 128, 35, lanes(2)),
+        (&[64, 64][..], 1, 5, 1200, 45, lanes(3)),
+        (&[][..], 1, 65, 600, 12, per_env),
+        (&[16][..], 3, 4, 64, 25, per_env),
+        (&[20, 7][..], 3, 5, 64, 25, lanes(2)),
+        (&[16, 24, 8][..], 2, 3, 64, 20, lanes(3)),
     ] {
         let spec = ActorCriticSpec::new(OBS_DIM, 2, hidden).unwrap();
         let settings = settings(p, n, t);
@@ -235,6 +253,7 @@ fn fused_rollout_equals_layered_rollout() {
             &params,
             max_steps,
             RolloutPath::Layered,
+            None,
         );
         let fused = run(
             ctx,
@@ -243,12 +262,14 @@ fn fused_rollout_equals_layered_rollout() {
             &params,
             max_steps,
             RolloutPath::Fused,
+            layout,
         );
-        let what = format!("hidden {hidden:?}, P {p} × N {n}, T {t}");
+        let what = format!("hidden {hidden:?}, P {p} × N {n}, T {t}, {layout:?}");
         eprintln!(
             "{what}: fused {} dispatches, layered {}",
             fused.dispatches, layered.dispatches
         );
+        assert_eq!(fused.layout, layout, "{what}: layout");
         assert_same_rollout(&what, &layered, &fused);
     }
 }
@@ -260,6 +281,12 @@ fn fused_rollout_equals_layered_rollout() {
 fn fused_rollout_matches_cpu_reference() {
     let _serial = serial();
     let Some(ctx) = ctx() else { return };
+    for layout in [FusedLayout::PerEnv, FusedLayout::Lanes { envs: 2 }] {
+        matches_cpu_reference(ctx, layout);
+    }
+}
+
+fn matches_cpu_reference(ctx: &GpuContext, layout: FusedLayout) {
     let (p, n, t) = (2, 5, 12);
     let rows = p * n;
     let spec = ActorCriticSpec::new(OBS_DIM, 2, &[8, 8]).unwrap();
@@ -273,6 +300,7 @@ fn fused_rollout_matches_cpu_reference() {
     let mut gpu = PpoGpu::new(ctx, &spec, &settings).unwrap();
     gpu.set_params(ctx, &params).unwrap();
     gpu.set_rollout_path(RolloutPath::Fused);
+    gpu.set_fused_layout(Some(layout));
     let mut env = GpuCartPole::with_physics(ctx, config.clone(), &physics, t).unwrap();
     env.reset(ctx, 5).unwrap();
     let mut states = env.read_states(ctx).unwrap();
@@ -281,7 +309,8 @@ fn fused_rollout_matches_cpu_reference() {
         buffer.write(ctx, &vec![f32::NAN; buffer.len()]).unwrap();
     }
     let (seed, iteration) = (99, 7);
-    gpu.rollout_gpu(ctx, &mut env, seed, iteration).unwrap();
+    let stats = gpu.rollout_gpu(ctx, &mut env, seed, iteration).unwrap();
+    assert_eq!(stats.fused_layout, Some(layout));
 
     let physics32: Vec<CartPolePhysics32> = physics.iter().map(CartPolePhysics32::new).collect();
     let cpu = fused_rollout_cpu(
@@ -386,13 +415,48 @@ fn wide_networks_fall_back_to_the_layered_path() {
     let small = ActorCriticSpec::new(OBS_DIM, 2, &[64, 64]).unwrap();
     let gpu = PpoGpu::new(ctx, &small, &settings).unwrap();
     assert!(gpu.fused_unsupported(ctx).is_none());
-    // Auto takes the fused path for hidden layers on hardware adapters only:
-    // llvmpipe spends tens of seconds compiling it (see `auto_picks_fused`).
+    // Auto takes the fused path for hidden layers with few envs (the lanes
+    // layout) everywhere, and with many only on hardware adapters: llvmpipe
+    // spends 8-22 s compiling one env per invocation (see `auto_picks_fused`).
+    assert!(gpu.uses_fused_rollout(ctx).unwrap());
+    assert!(matches!(
+        gpu.fused_layout(ctx),
+        FusedLayout::Lanes { envs: 1 }
+    ));
+    let many = UpdateSettings {
+        envs_per_agent: LANES_UP_TO_ENVS + 1,
+        ..settings
+    };
+    let gpu = PpoGpu::new(ctx, &small, &many).unwrap();
+    assert_eq!(gpu.fused_layout(ctx), FusedLayout::PerEnv);
     assert_eq!(
         gpu.uses_fused_rollout(ctx).unwrap(),
-        auto_picks_fused(ctx, &small)
+        !ctx.adapter.is_software
     );
-    assert_eq!(auto_picks_fused(ctx, &small), !ctx.adapter.is_software);
+    assert_eq!(
+        auto_picks_fused(ctx, &small, LANES_UP_TO_ENVS + 1),
+        !ctx.adapter.is_software
+    );
+    let linear = ActorCriticSpec::new(OBS_DIM, 2, &[]).unwrap();
+    assert!(auto_picks_fused(ctx, &linear, 512));
+    // A lanes layout that does not fit workgroup memory is refused, naming it.
+    let mut gpu = PpoGpu::new(ctx, &spec_256(), &settings).unwrap();
+    gpu.set_rollout_path(RolloutPath::Fused);
+    gpu.set_fused_layout(Some(FusedLayout::Lanes { envs: 8 }));
+    let bytes = lanes_workgroup_bytes(&spec_256(), 8);
+    let limit = ctx.limits.max_compute_workgroup_storage_size as usize;
+    assert!(bytes > limit, "{bytes} bytes fit {limit}");
+    match gpu.rollout_gpu(ctx, &mut env, 1, 2) {
+        Err(Error::InvalidConfig { field, reason, .. }) => {
+            assert_eq!(field, "fused layout");
+            assert!(reason.contains(&limit.to_string()), "{reason}");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+fn spec_256() -> ActorCriticSpec {
+    ActorCriticSpec::new(OBS_DIM, 2, &[256, 256]).unwrap()
 }
 
 /// The generated source names the network's sizes and nothing else changes
@@ -407,4 +471,8 @@ fn generated_source_follows_the_network() {
     assert!(b.contains("const NUM_ACTIONS: u32 = 3u;"));
     assert!(b.contains("array<f32, 100>"), "second hidden layer");
     assert!(per_step_deep > 10 * per_step_linear);
+    let (lanes, per_step_lanes) = lanes_rollout_source(&deep, 4);
+    assert!(lanes.contains("const LANES_E: u32 = 4u;"));
+    assert!(lanes.contains("var<workgroup> act_a0: array<f32, 400>;"));
+    assert!(per_step_lanes < per_step_deep, "lanes loop less per lane");
 }

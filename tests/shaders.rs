@@ -9,7 +9,7 @@ use naga::back::PipelineConstants;
 use naga::valid::{Capabilities, ValidationFlags, Validator};
 use ppo_wgpu::gpu::kernels::LIBRARY_SHADERS;
 use ppo_wgpu::gpu::{Kernel, ALL_SHADERS};
-use ppo_wgpu::ppo::fused::fused_rollout_source;
+use ppo_wgpu::ppo::fused::{fused_rollout_source, lanes_rollout_source};
 use ppo_wgpu::ppo::ActorCriticSpec;
 
 fn translate_all(name: &str, source: &str) -> Vec<String> {
@@ -174,5 +174,10 @@ fn generated_fused_rollouts_translate_to_every_backend() {
         let entry_points = translate_all(&name, &source);
         assert_eq!(entry_points, ["rollout_fused"], "{name}");
         assert!(source.starts_with("// "), "{name}: header comment");
+        for envs in [1, 3, 8] {
+            let (source, _) = lanes_rollout_source(&spec, envs);
+            let name = format!("rollout_lanes for hidden {hidden:?}, {envs} envs");
+            assert_eq!(translate_all(&name, &source), ["rollout_lanes"], "{name}");
+        }
     }
 }

@@ -39,26 +39,35 @@ macro_rules! shader_files {
     };
 }
 
-/// Library modules (no entry point), included into kernels: WGSL resolves
-/// module-scope names regardless of order, so a kernel is its own file
-/// followed by the libraries it uses.
-pub const RNG_WGSL: ShaderFile = ShaderFile {
-    name: "rng.wgsl",
-    source: include_str!("../../shaders/rng.wgsl"),
-};
-/// The CartPole device env: the seam every device env implements (see its header).
-pub const ENV_CARTPOLE_WGSL: ShaderFile = ShaderFile {
-    name: "env_cartpole.wgsl",
-    source: include_str!("../../shaders/env_cartpole.wgsl"),
-};
-/// The fused rollout's template: composed at run time with rng.wgsl, a device
-/// env and the policy's generated forward functions (`ppo::fused`).
-pub const ROLLOUT_FUSED_WGSL: ShaderFile = ShaderFile {
-    name: "rollout_fused.wgsl",
-    source: include_str!("../../shaders/rollout_fused.wgsl"),
-};
-/// Every library module and template.
-pub const LIBRARY_SHADERS: &[ShaderFile] = &[RNG_WGSL, ENV_CARTPOLE_WGSL, ROLLOUT_FUSED_WGSL];
+macro_rules! library_files {
+    ($($(#[doc = $doc:literal])* $ident:ident => $file:literal),* $(,)?) => {
+        $($(#[doc = $doc])*
+        pub const $ident: ShaderFile = ShaderFile {
+            name: $file,
+            source: include_str!(concat!("../../shaders/", $file)),
+        };)*
+        /// Every library module and template.
+        pub const LIBRARY_SHADERS: &[ShaderFile] = &[$($ident),*];
+    };
+}
+
+// Library modules (no entry point), included into kernels: WGSL resolves
+// module-scope names regardless of order, so a kernel is its own file
+// followed by the libraries it uses.
+library_files! {
+    /// The counter-based hash every device draw goes through.
+    RNG_WGSL => "rng.wgsl",
+    /// The CartPole device env: the seam every device env implements (see its header).
+    ENV_CARTPOLE_WGSL => "env_cartpole.wgsl",
+    /// The fused rollout's template (one env per invocation): composed at run
+    /// time with rollout_common.wgsl, rng.wgsl, a device env and the policy's
+    /// generated forward functions (`ppo::fused`).
+    ROLLOUT_FUSED_WGSL => "rollout_fused.wgsl",
+    /// The lanes layout's template (one env's hidden units across a workgroup).
+    ROLLOUT_LANES_WGSL => "rollout_lanes.wgsl",
+    /// What both fused rollout templates share: bindings, sampling, env step writes.
+    ROLLOUT_COMMON_WGSL => "rollout_common.wgsl",
+}
 
 shader_files! {
     LINEAR_FORWARD_WGSL => "linear_forward.wgsl",

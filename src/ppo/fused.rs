@@ -2,14 +2,21 @@
 //! env step and auto-reset, the critic on truncated final observations and
 //! every rollout write) in one dispatch, instead of ~8 dispatches per step.
 //!
-//! The kernel is `shaders/rollout_fused.wgsl` composed at run time with
-//! `rng.wgsl`, the device env module (`env_cartpole.wgsl`) and the policy's
-//! forward functions, generated here for the network's exact sizes: every
-//! loop bound is a constant and inner products up to [`UNROLL_LIMIT`] inputs
-//! are unrolled, so the compiler keeps activations in registers. The
-//! generated forward keeps `linear_forward`'s accumulation order (bias, then
-//! inputs ascending), so values equal the layered path's to float rounding
-//! and the sampled actions are the same.
+//! Two layouts ([`FusedLayout`]), chosen by size:
+//! - [`FusedLayout::PerEnv`] (`shaders/rollout_fused.wgsl`): one env per
+//!   invocation; the policy's forward functions are generated here for the
+//!   network's exact sizes (inner products up to [`UNROLL_LIMIT`] inputs
+//!   unrolled, so the compiler keeps activations in registers). Best with
+//!   many envs, where each weight load serves a SIMD batch of envs.
+//! - [`FusedLayout::Lanes`] (`shaders/rollout_lanes.wgsl`): the hidden units
+//!   of a few envs spread across the [`LANES_WG`] lanes of one workgroup,
+//!   activations in workgroup memory, a barrier between layers. Best with
+//!   few envs, which leave one-env-per-lane SIMD batches nearly empty (the
+//!   rollout-lanes probe: 4× at 4 envs), and it compiles in about a second.
+//!
+//! Both keep `linear_forward`'s accumulation order (bias, then inputs
+//! ascending), so values equal the layered path's to float rounding and the
+//! sampled actions are the same.
 //!
 //! llvmpipe (Mesa 22.3) silently stops an invocation's loop nest after
 //! 65,535 iterations; on CPU adapters the rollout is split into dispatches
@@ -23,10 +30,11 @@ use crate::env::CartPoleState32;
 use crate::error::{Error, Result};
 use crate::gpu::buffers::UniformBuffer;
 use crate::gpu::kernels::{
-    create_pipeline_from_source, grid_1d, ENV_CARTPOLE_WGSL, RNG_WGSL, ROLLOUT_FUSED_WGSL,
+    create_pipeline_from_source, grid_1d, ENV_CARTPOLE_WGSL, RNG_WGSL, ROLLOUT_COMMON_WGSL,
+    ROLLOUT_FUSED_WGSL, ROLLOUT_LANES_WGSL,
 };
 use crate::gpu::{GpuBuffer, GpuContext, WORKGROUP_SIZE};
-use crate::nn::MlpSpec;
+use crate::nn::{LayerLayout, MlpSpec};
 use crate::ops::categorical::SampleKey;
 
 use super::ActorCriticSpec;
@@ -39,10 +47,74 @@ pub const UNROLL_LIMIT: usize = 64;
 /// Inner products longer than [`UNROLL_LIMIT`] are unrolled by this much.
 const CHUNK: usize = 16;
 /// Loop iterations one invocation may run on a CPU adapter (llvmpipe 22.3
-/// stops at 65,535 without an error; this leaves a margin).
-pub const CPU_LOOP_BUDGET: usize = 40_000;
+/// stops at 65,535 without an error; this stays under half of it).
+pub const CPU_LOOP_BUDGET: usize = 32_000;
 /// Storage buffers the fused kernel binds.
 pub const FUSED_STORAGE_BUFFERS: u32 = 10;
+/// Invocations of a [`FusedLayout::Lanes`] workgroup (the rollout-lanes
+/// probe: 16 was fastest at every env count on llvmpipe).
+pub const LANES_WG: usize = 16;
+/// Most envs one lanes workgroup runs.
+pub const LANES_MAX_ENVS: usize = 8;
+/// Most envs per workgroup [`FusedLayout::choose`] takes: llvmpipe's first
+/// compile grows with them (Mesa 25 GL, 64-64: 6 s at 2, 33 s at 8).
+pub const LANES_AUTO_ENVS: usize = 2;
+/// Envs per agent up to which [`FusedLayout::choose`] takes the lanes
+/// layout (the probe's crossover lay between 16 and 64).
+pub const LANES_UP_TO_ENVS: usize = 16;
+/// Inner products longer than this are looped (in chunks of 4) in the
+/// lanes kernel; shorter ones are unrolled.
+const LANES_UNROLL: usize = 8;
+
+/// How the fused rollout lays envs and hidden units on the lanes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FusedLayout {
+    /// One env per invocation (`rollout_fused.wgsl`).
+    PerEnv,
+    /// One env's hidden units across a workgroup's lanes, `envs` envs of
+    /// one agent per workgroup sharing each weight load (`rollout_lanes.wgsl`).
+    Lanes { envs: usize },
+}
+
+impl FusedLayout {
+    /// The layout for `envs_per_agent` envs: lanes while envs are few and
+    /// the network has hidden layers, one env per invocation otherwise.
+    pub fn choose(ctx: &GpuContext, spec: &ActorCriticSpec, envs_per_agent: usize) -> Self {
+        if spec.hidden.is_empty() || envs_per_agent > LANES_UP_TO_ENVS {
+            return FusedLayout::PerEnv;
+        }
+        // Two workgroups at least while envs allow (one per core on a CPU
+        // adapter), at most LANES_AUTO_ENVS, within workgroup memory.
+        let limit = ctx.limits.max_compute_workgroup_storage_size as usize;
+        (1..=envs_per_agent.div_ceil(2).clamp(1, LANES_AUTO_ENVS))
+            .rev()
+            .find(|&envs| lanes_workgroup_bytes(spec, envs) <= limit)
+            .map_or(FusedLayout::PerEnv, |envs| FusedLayout::Lanes { envs })
+    }
+
+    /// In words, for `train` and the bench.
+    pub fn describe(&self) -> String {
+        match self {
+            FusedLayout::PerEnv => "one env per invocation".into(),
+            FusedLayout::Lanes { envs } => {
+                format!("hidden units across {LANES_WG} lanes, {envs} envs per workgroup")
+            }
+        }
+    }
+}
+
+/// Workgroup memory of a lanes workgroup of `envs` envs: observations and
+/// final observations, two activation buffers per network (one with a single
+/// hidden layer), the outputs, the final values and the truncation flags.
+pub fn lanes_workgroup_bytes(spec: &ActorCriticSpec, envs: usize) -> usize {
+    let widest = spec.hidden.iter().copied().max().unwrap_or(0);
+    let buffers = spec.hidden.len().min(2);
+    4 * (2 * envs * spec.obs_dim
+        + 2 * buffers * envs * widest
+        + envs * (spec.num_actions + 1)
+        + 2 * envs
+        + 1)
+}
 
 /// Which rollout a device-env run uses (config key `rollout`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -79,15 +151,20 @@ pub fn fused_support(ctx: &GpuContext, spec: &ActorCriticSpec, obs_dim: usize) -
     None
 }
 
-/// Whether [`RolloutPath::Auto`] takes the fused kernel for `spec` on
-/// `ctx` (where [`fused_support`] allows it at all): always on GPUs; on CPU
-/// adapters only for the linear policy, because llvmpipe takes 20-45 s to
-/// compile the kernel of a policy with hidden layers on first use (Mesa 25,
-/// 2 cores: 20 s for one layer of 16, 43 s for 64-64; the Mesa shader cache
-/// makes later runs start at once), and at 256 envs the 64-64 kernel runs
-/// slower than the layered path there (benches/NOTES.md).
-pub fn auto_picks_fused(ctx: &GpuContext, spec: &ActorCriticSpec) -> bool {
-    !ctx.adapter.is_software || spec.hidden.is_empty()
+/// Whether [`RolloutPath::Auto`] takes the fused kernel for `spec` and
+/// `envs_per_agent` envs on `ctx` (where [`fused_support`] allows it at
+/// all): always on GPUs; on CPU adapters for the linear policy, and for a
+/// policy with hidden layers where the lanes layout applies (few envs).
+/// One env per invocation with hidden layers takes llvmpipe 8-22 s to
+/// compile on first use (Mesa 22.3 and 25, 2 cores, 64-64) and is slower
+/// than the layered path at 512 envs on Mesa 25 (benches/NOTES.md).
+pub fn auto_picks_fused(ctx: &GpuContext, spec: &ActorCriticSpec, envs_per_agent: usize) -> bool {
+    !ctx.adapter.is_software
+        || spec.hidden.is_empty()
+        || matches!(
+            FusedLayout::choose(ctx, spec, envs_per_agent),
+            FusedLayout::Lanes { .. }
+        )
 }
 
 fn emit_mlp(out: &mut String, name: &str, mlp: &MlpSpec, base: usize, obs_dim: usize) -> usize {
@@ -178,6 +255,7 @@ pub fn fused_rollout_source(spec: &ActorCriticSpec) -> (String, usize) {
     );
     let source = [
         ROLLOUT_FUSED_WGSL.source,
+        ROLLOUT_COMMON_WGSL.source,
         RNG_WGSL.source,
         ENV_CARTPOLE_WGSL.source,
         &generated,
@@ -186,6 +264,269 @@ pub fn fused_rollout_source(spec: &ActorCriticSpec) -> (String, usize) {
     // Per step: both forwards, the critic again on a truncation, the
     // sampler's three loops over the actions, the observation copy.
     let per_step = actor + 2 * critic + 3 * spec.num_actions + spec.obs_dim + 2;
+    (source, per_step)
+}
+
+/// Emits, for every weight row `rows[u]` (a WGSL expression: the row's
+/// first parameter) and every env `e` (its input at `input[bases[e]..]`),
+/// `accs[u][e] += input[bases[e] + i] * params[rows[u] + i]` for i
+/// ascending (`linear_forward`'s order). Each input is loaded once for all
+/// rows and each weight once for all envs: unrolled up to [`LANES_UNROLL`]
+/// inputs, else a loop in chunks of 4 (its bound hidden from the compiler)
+/// and an unrolled rest. Returns the loop iterations counted.
+fn emit_block_dot(
+    out: &mut String,
+    indent: &str,
+    input: &str,
+    bases: &[String],
+    rows: &[String],
+    accs: &[Vec<String>],
+    i_dim: usize,
+) -> usize {
+    // One chunk of `width` inputs starting at `i` (a WGSL expression).
+    let chunk = |out: &mut String, indent: &str, i: &str, width: usize| {
+        for (e, base) in bases.iter().enumerate() {
+            for k in 0..width {
+                let _ = writeln!(out, "{indent}let x{e}_{k} = {input}[{base} + {i} + {k}u];");
+            }
+        }
+        for (u, (row, row_accs)) in rows.iter().zip(accs).enumerate() {
+            for k in 0..width {
+                let _ = writeln!(out, "{indent}let w{u}_{k} = params[{row} + {i} + {k}u];");
+            }
+            for (e, acc) in row_accs.iter().enumerate() {
+                for k in 0..width {
+                    let _ = writeln!(out, "{indent}{acc} += x{e}_{k} * w{u}_{k};");
+                }
+            }
+        }
+    };
+    let block = |out: &mut String, i: &str, width: usize| {
+        let _ = writeln!(out, "{indent}{{");
+        chunk(out, &format!("{indent}    "), i, width);
+        let _ = writeln!(out, "{indent}}}");
+    };
+    if i_dim <= LANES_UNROLL {
+        block(out, "0u", i_dim);
+        return 0;
+    }
+    let whole = i_dim / 4 * 4;
+    let _ = writeln!(
+        out,
+        "{indent}for (var i = 0u; i < {whole}u + dims.pad; i += 4u) {{"
+    );
+    chunk(out, &format!("{indent}    "), "i", 4);
+    let _ = writeln!(out, "{indent}}}");
+    if whole < i_dim {
+        block(out, &format!("{whole}u"), i_dim - whole);
+    }
+    whole / 4 + 1
+}
+
+/// One hidden layer of one network for `envs` envs: lane `lid` computes
+/// units lid, lid + LANES_WG, ... of `output` [envs][out] from `input`
+/// [envs][in] (lanes past the layer's width compute a clamped unit and
+/// write nothing). Returns the loop iterations one lane counts.
+fn emit_lanes_layer(
+    out: &mut String,
+    layer: &LayerLayout,
+    input: &str,
+    output: &str,
+    envs: usize,
+) -> usize {
+    let (i_dim, o_dim) = (layer.in_dim, layer.out_dim);
+    let units = o_dim.div_ceil(LANES_WG);
+    let bases: Vec<String> = (0..envs).map(|e| format!("{}u", e * i_dim)).collect();
+    let _ = writeln!(out, "    {{");
+    for u in 0..units {
+        let unit = format!("lid + {}u", u * LANES_WG);
+        if (u + 1) * LANES_WG > o_dim {
+            let _ = writeln!(out, "        let o{u} = min({unit}, {}u);", o_dim - 1);
+        } else {
+            let _ = writeln!(out, "        let o{u} = {unit};");
+        }
+        let _ = writeln!(
+            out,
+            "        let row{u} = base + {}u + o{u} * {i_dim}u;\n        let bias{u} = params[base + {}u + o{u}];",
+            layer.w_offset, layer.b_offset
+        );
+        for e in 0..envs {
+            let _ = writeln!(out, "        var acc{u}_{e} = bias{u};");
+        }
+    }
+    let rows: Vec<String> = (0..units).map(|u| format!("row{u}")).collect();
+    let accs: Vec<Vec<String>> = (0..units)
+        .map(|u| (0..envs).map(|e| format!("acc{u}_{e}")).collect())
+        .collect();
+    let iterations = emit_block_dot(out, "        ", input, &bases, &rows, &accs, i_dim);
+    for u in 0..units {
+        let partial = (u + 1) * LANES_WG > o_dim;
+        let indent = if partial {
+            let _ = writeln!(out, "        if (lid + {}u < {o_dim}u) {{", u * LANES_WG);
+            "            "
+        } else {
+            "        "
+        };
+        for e in 0..envs {
+            let _ = writeln!(
+                out,
+                "{indent}{output}[{}u + o{u}] = stable_tanh(acc{u}_{e});",
+                e * o_dim
+            );
+        }
+        if partial {
+            let _ = writeln!(out, "        }}");
+        }
+    }
+    let _ = writeln!(out, "    }}");
+    iterations
+}
+
+/// The output rows of every env into `heads`, one (env, row) per lane: with
+/// `actor`, rows 0..A are its logits and row A the critic's value
+/// ([envs][A + 1]); without, the critic's value alone ([envs]). Returns the
+/// loop iterations one lane counts.
+fn emit_lanes_heads(
+    out: &mut String,
+    actor: Option<(&LayerLayout, &str)>,
+    critic: (&LayerLayout, &str),
+    heads: &str,
+    envs: usize,
+) -> usize {
+    let per_env = actor.map_or(1, |(layer, _)| layer.out_dim + 1);
+    let tasks = envs * per_env;
+    let row = |out: &mut String, indent: &str, layer: &LayerLayout, input: &str, k: &str| {
+        let i_dim = layer.in_dim;
+        let _ = writeln!(
+            out,
+            "{indent}let w = base + {}u + {k} * {i_dim}u;\n{indent}acc = params[base + {}u + {k}];",
+            layer.w_offset, layer.b_offset
+        );
+        emit_block_dot(
+            out,
+            indent,
+            input,
+            &[format!("he * {i_dim}u")],
+            &["w".to_string()],
+            &[vec!["acc".to_string()]],
+            i_dim,
+        )
+    };
+    let mut iterations = 0;
+    for m in 0..tasks.div_ceil(LANES_WG) {
+        let _ = writeln!(
+            out,
+            "    {{\n        let q = lid + {}u;\n        if (q < {tasks}u) {{\n            \
+             let he = q / {per_env}u;\n            let k = q % {per_env}u;\n            var acc = 0.0;",
+            m * LANES_WG
+        );
+        let (layer, input) = critic;
+        iterations += match actor {
+            Some((actor_layer, actor_input)) => {
+                let _ = writeln!(out, "            if (k < {}u) {{", actor_layer.out_dim);
+                let a = row(out, "                ", actor_layer, actor_input, "k");
+                let _ = writeln!(out, "            }} else {{");
+                let c = row(out, "                ", layer, input, "0u");
+                let _ = writeln!(out, "            }}");
+                a + c
+            }
+            None => row(out, "            ", layer, input, "k"),
+        };
+        let _ = writeln!(out, "            {heads}[q] = acc;\n        }}\n    }}");
+    }
+    iterations
+}
+
+/// The lanes layout's WGSL for `spec` with `envs` envs per workgroup and the
+/// CartPole device env, and the loop iterations one rollout step counts
+/// against [`CPU_LOOP_BUDGET`].
+pub fn lanes_rollout_source(spec: &ActorCriticSpec, envs: usize) -> (String, usize) {
+    let d = spec.obs_dim;
+    let actions = spec.num_actions;
+    let widest = spec.hidden.iter().copied().max().unwrap_or(0);
+    let mut g = String::from(
+        "// generated by ppo::fused for this policy's sizes and envs per workgroup.\n",
+    );
+    let _ = writeln!(g, "const NUM_ACTIONS: u32 = {actions}u;");
+    let _ = writeln!(g, "const LANES_WG: u32 = {LANES_WG}u;");
+    let _ = writeln!(g, "const LANES_E: u32 = {envs}u;");
+    let _ = writeln!(g, "var<workgroup> xs: array<f32, {}>;", envs * d);
+    let _ = writeln!(g, "var<workgroup> fxs: array<f32, {}>;", envs * d);
+    for buffer in 0..spec.hidden.len().min(2) {
+        for net in ["a", "c"] {
+            let _ = writeln!(
+                g,
+                "var<workgroup> act_{net}{buffer}: array<f32, {}>;",
+                envs * widest
+            );
+        }
+    }
+    let _ = writeln!(
+        g,
+        "var<workgroup> heads: array<f32, {}>;",
+        envs * (actions + 1)
+    );
+    let _ = writeln!(g, "var<workgroup> fheads: array<f32, {envs}>;");
+    let _ = writeln!(g, "var<workgroup> lane_truncated: array<u32, {envs}>;");
+    let _ = writeln!(g, "var<workgroup> any_truncated: u32;");
+
+    let actor = spec.actor().layers(0);
+    let critic = spec.critic().layers(spec.critic_base());
+    let hidden = spec.hidden.len();
+    let input = |net: &str, l: usize, first: &str| -> String {
+        if l == 0 {
+            first.to_string()
+        } else {
+            format!("act_{net}{}", (l - 1) % 2)
+        }
+    };
+    // lanes_forward: both networks on xs into heads.
+    let _ = writeln!(g, "fn lanes_forward(lid: u32, base: u32) {{");
+    let mut forward = 0;
+    for l in 0..hidden {
+        for (net, layers) in [("a", &actor), ("c", &critic)] {
+            let output = format!("act_{net}{}", l % 2);
+            forward += emit_lanes_layer(&mut g, &layers[l], &input(net, l, "xs"), &output, envs);
+        }
+        let _ = writeln!(g, "    workgroupBarrier();");
+    }
+    forward += emit_lanes_heads(
+        &mut g,
+        Some((&actor[hidden], &input("a", hidden, "xs"))),
+        (&critic[hidden], &input("c", hidden, "xs")),
+        "heads",
+        envs,
+    );
+    let _ = writeln!(g, "    workgroupBarrier();\n}}");
+    // lanes_final_critic: the critic on fxs into fheads.
+    let _ = writeln!(g, "fn lanes_final_critic(lid: u32, base: u32) {{");
+    let mut final_critic = 0;
+    for (l, layer) in critic.iter().take(hidden).enumerate() {
+        let output = format!("act_c{}", l % 2);
+        final_critic += emit_lanes_layer(&mut g, layer, &input("c", l, "fxs"), &output, envs);
+        let _ = writeln!(g, "    workgroupBarrier();");
+    }
+    final_critic += emit_lanes_heads(
+        &mut g,
+        None,
+        (&critic[hidden], &input("c", hidden, "fxs")),
+        "fheads",
+        envs,
+    );
+    let _ = writeln!(g, "    workgroupBarrier();\n}}");
+
+    let source = [
+        ROLLOUT_LANES_WGSL.source,
+        ROLLOUT_COMMON_WGSL.source,
+        RNG_WGSL.source,
+        ENV_CARTPOLE_WGSL.source,
+        &g,
+    ]
+    .join("\n");
+    // Per step: the forward, the final critic (counted every step), the
+    // sampler's loops and the logits copy, the truncation OR, the
+    // observation copies.
+    let per_step = forward + final_critic + 4 * actions + envs + 4 * d + 4;
     (source, per_step)
 }
 
@@ -208,6 +549,10 @@ struct FusedDims {
     theta_threshold: f32,
     reset_bound: f32,
     pad: u32,
+    blocks_per_agent: u32,
+    total_groups: u32,
+    pad1: u32,
+    pad2: u32,
 }
 
 /// The buffers one fused rollout reads and writes (all [T][rows].. tensors
@@ -255,6 +600,9 @@ pub struct FusedRollout {
     )>,
     bound: Option<[wgpu::Buffer; 10]>,
     grid: (u32, u32),
+    layout_kind: FusedLayout,
+    blocks_per_agent: usize,
+    total_groups: usize,
     rows: usize,
     envs_per_agent: usize,
     param_stride: usize,
@@ -263,19 +611,48 @@ pub struct FusedRollout {
 }
 
 impl FusedRollout {
-    /// Compiles the kernel for `spec` and `rows = P × N` envs with rollouts
-    /// of `num_steps` steps (checked with [`fused_support`] first).
+    /// Compiles the kernel for `spec` in `layout` and `rows = P × N` envs
+    /// with rollouts of `num_steps` steps (checked with [`fused_support`]
+    /// first).
     pub fn new(
         ctx: &GpuContext,
         spec: &ActorCriticSpec,
         num_agents: usize,
         envs_per_agent: usize,
         num_steps: usize,
+        layout_kind: FusedLayout,
     ) -> Result<Self> {
         if let Some(reason) = fused_support(ctx, spec, spec.obs_dim) {
             return Err(Error::config("rollout path", "fused", reason));
         }
-        let (source, per_step) = fused_rollout_source(spec);
+        let rows = num_agents * envs_per_agent;
+        let max_groups = ctx.limits.max_compute_workgroups_per_dimension;
+        let (source, per_step, entry_point, constants, blocks_per_agent, grid) = match layout_kind {
+            FusedLayout::PerEnv => {
+                let (source, per_step) = fused_rollout_source(spec);
+                let grid = grid_1d(rows as u64, WORKGROUP_SIZE, max_groups);
+                let constants = vec![("WORKGROUP_SIZE", WORKGROUP_SIZE)];
+                (source, per_step, "rollout_fused", constants, 0, grid)
+            }
+            FusedLayout::Lanes { envs } => {
+                let limit = ctx.limits.max_compute_workgroup_storage_size as usize;
+                let bytes = lanes_workgroup_bytes(spec, envs);
+                if envs == 0 || envs > LANES_MAX_ENVS || bytes > limit {
+                    return Err(Error::config(
+                        "fused layout",
+                        format!("lanes with {envs} envs per workgroup"),
+                        format!(
+                            "1 to {LANES_MAX_ENVS} envs whose activations ({bytes} bytes) fit \
+                             the adapter's {limit} bytes of workgroup memory"
+                        ),
+                    ));
+                }
+                let (source, per_step) = lanes_rollout_source(spec, envs);
+                let blocks = envs_per_agent.div_ceil(envs);
+                let grid = grid_1d((num_agents * blocks) as u64, 1, max_groups);
+                (source, per_step, "rollout_lanes", Vec::new(), blocks, grid)
+            }
+        };
         let steps_per_dispatch = if ctx.adapter.is_software {
             (CPU_LOOP_BUDGET / per_step).max(1)
         } else {
@@ -310,30 +687,32 @@ impl FusedRollout {
             });
         let pipeline = create_pipeline_from_source(
             &ctx.device,
-            "rollout_fused.wgsl (generated)",
+            &format!("{entry_point}.wgsl (generated)"),
             &source,
-            "rollout_fused",
-            &[("WORKGROUP_SIZE", WORKGROUP_SIZE)],
+            entry_point,
+            &constants,
             &layout,
         )?;
-        let rows = num_agents * envs_per_agent;
-        let grid = grid_1d(
-            rows as u64,
-            WORKGROUP_SIZE,
-            ctx.limits.max_compute_workgroups_per_dimension,
-        );
         Ok(FusedRollout {
             pipeline,
             layout,
             chunks: Vec::new(),
             bound: None,
             grid,
+            layout_kind,
+            blocks_per_agent,
+            total_groups: num_agents * blocks_per_agent,
             rows,
             envs_per_agent,
             param_stride: spec.param_count(),
             steps_per_dispatch,
             num_steps,
         })
+    }
+
+    /// The layout this kernel runs.
+    pub fn layout(&self) -> FusedLayout {
+        self.layout_kind
     }
 
     /// Rollout steps one dispatch runs.
@@ -373,6 +752,10 @@ impl FusedRollout {
             theta_threshold: limits.theta_threshold,
             reset_bound: limits.reset_bound,
             pad: 0,
+            blocks_per_agent: self.blocks_per_agent as u32,
+            total_groups: self.total_groups as u32,
+            pad1: 0,
+            pad2: 0,
         };
         if self.bound.as_ref() != Some(&identity) {
             let resources = [

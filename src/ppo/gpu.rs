@@ -18,7 +18,9 @@ use crate::ops::optim::{AgentState, ClipAdam, OptimBuffers};
 use crate::ops::ppo_loss::{stat, LossBuffers, LossCoefs, PpoLoss, ROW_STATS};
 use crate::ops::stats::{self, HISTORY_STATS};
 use crate::ops::RECORD;
-use crate::ppo::fused::{auto_picks_fused, fused_support, FusedBuffers, FusedRollout, RolloutPath};
+use crate::ppo::fused::{
+    auto_picks_fused, fused_support, FusedBuffers, FusedLayout, FusedRollout, RolloutPath,
+};
 use crate::ppo::net::ActorCriticSpec;
 
 /// The sizes and coefficients of the update (CleanRL names).
@@ -120,6 +122,8 @@ pub struct RolloutStats {
     pub final_value_steps: usize,
     /// Whether the fused rollout ran (else the layered one).
     pub fused: bool,
+    /// The fused rollout's layout, where it ran.
+    pub fused_layout: Option<FusedLayout>,
     /// Kernel dispatches the rollout recorded.
     pub dispatches: usize,
 }
@@ -164,6 +168,8 @@ pub struct PpoGpu {
     /// The rollout path device-env rollouts take, and the fused kernel once built.
     rollout_path: RolloutPath,
     fused: Option<FusedRollout>,
+    /// A layout forced on the fused rollout (tests, benches); None: by size.
+    fused_layout: Option<FusedLayout>,
     /// True after `rollout_gpu`: rewards, flags and the next observations are
     /// on the device, and `update` must not overwrite them from the host.
     rollout_on_device: bool,
@@ -410,6 +416,7 @@ impl PpoGpu {
             device_samples: Vec::new(),
             rollout_path: RolloutPath::Auto,
             fused: None,
+            fused_layout: None,
             rollout_on_device: false,
             step_readback,
             pending_final: None,
@@ -882,6 +889,7 @@ impl PpoGpu {
             episodes,
             final_value_steps,
             fused: false,
+            fused_layout: None,
             dispatches: t_count * per_step
                 + final_value_steps * self.final_critic.forward_dispatches().count(),
         })
@@ -893,6 +901,19 @@ impl PpoGpu {
         self.rollout_path = path;
     }
 
+    /// Forces the fused rollout's layout (None: [`FusedLayout::choose`] by
+    /// size); the kernel is rebuilt on the next rollout.
+    pub fn set_fused_layout(&mut self, layout: Option<FusedLayout>) {
+        self.fused_layout = layout;
+        self.fused = None;
+    }
+
+    /// The layout the fused rollout takes for this engine's sizes.
+    pub fn fused_layout(&self, ctx: &GpuContext) -> FusedLayout {
+        self.fused_layout
+            .unwrap_or_else(|| FusedLayout::choose(ctx, &self.spec, self.settings.envs_per_agent))
+    }
+
     /// Why the fused rollout cannot run this policy on `ctx` (None: it can).
     pub fn fused_unsupported(&self, ctx: &GpuContext) -> Option<String> {
         fused_support(ctx, &self.spec, OBS_DIM)
@@ -901,12 +922,18 @@ impl PpoGpu {
     /// Which rollout device envs get, in words, for `train` to print.
     pub fn rollout_path_description(&self, ctx: &GpuContext) -> String {
         match (self.uses_fused_rollout(ctx), self.fused_unsupported(ctx)) {
-            (Ok(true), _) => "fused (one kernel runs the whole rollout)".into(),
+            (Ok(true), _) => format!(
+                "fused (one kernel runs the whole rollout; {})",
+                self.fused_layout(ctx).describe()
+            ),
             (_, Some(reason)) => format!("layered (fused rollout not possible: {reason})"),
             _ if self.rollout_path == RolloutPath::Layered => "layered (as asked)".into(),
-            _ => "layered (the fused kernel of a network with hidden layers compiles for \
-                  20-45 s on a CPU adapter; --set rollout=fused forces it)"
-                .into(),
+            _ => format!(
+                "layered (with {} envs per agent the fused kernel of a network with hidden \
+                 layers compiles for 8-22 s on a CPU adapter and runs no faster; \
+                 --set rollout=fused forces it)",
+                self.settings.envs_per_agent
+            ),
         }
     }
 
@@ -916,7 +943,8 @@ impl PpoGpu {
         match (self.rollout_path, self.fused_unsupported(ctx)) {
             (RolloutPath::Layered, _) => Ok(false),
             (RolloutPath::Auto, reason) => {
-                Ok(reason.is_none() && auto_picks_fused(ctx, &self.spec))
+                Ok(reason.is_none()
+                    && auto_picks_fused(ctx, &self.spec, self.settings.envs_per_agent))
             }
             (RolloutPath::Fused, None) => Ok(true),
             (RolloutPath::Fused, Some(reason)) => {
@@ -941,6 +969,7 @@ impl PpoGpu {
                 self.settings.num_agents,
                 self.settings.envs_per_agent,
                 self.settings.num_steps,
+                self.fused_layout(ctx),
             )?);
         }
         // The kernel observes the envs' states directly.
@@ -981,6 +1010,7 @@ impl PpoGpu {
             episodes,
             final_value_steps: 0,
             fused: true,
+            fused_layout: Some(self.fused.as_ref().expect("built above").layout()),
             dispatches: self.fused.as_ref().expect("built above").dispatch_count(),
         })
     }

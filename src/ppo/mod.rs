@@ -8,7 +8,7 @@ pub mod policy;
 pub mod reference;
 pub mod trainer;
 
-pub use fused::RolloutPath;
+pub use fused::{FusedLayout, RolloutPath};
 pub use gpu::{AgentUpdateStats, PpoGpu, RolloutStats, UpdateSettings};
 pub use net::ActorCriticSpec;
 
