@@ -79,7 +79,7 @@ fn rollout_phase(ctx: &GpuContext, hidden: &[usize], agents: usize, num_envs: us
     );
     // The layered path, then each fused layout: one env per invocation, and
     // for networks with hidden layers the lanes layout with as many envs per
-    // workgroup as `FusedLayout::choose` would take (up to 2) at any N.
+    // workgroup as `FusedLayout::choose` would take (up to 4) at any N.
     let lanes = FusedLayout::Lanes {
         envs: num_envs.div_ceil(2).clamp(1, LANES_AUTO_ENVS),
     };

@@ -1,9 +1,9 @@
 // rollout_lanes: steps t_begin..t_end of a whole PPO rollout of P × N device
 // envs in one dispatch, one env's hidden units spread across the lanes of a
 // workgroup (template; composed like rollout_fused.wgsl, with the generated
-// constants LANES_WG and LANES_E, the workgroup arrays xs, fxs, heads,
-// fheads, lane_truncated and any_truncated, and the generated functions
-// lanes_forward / lanes_final_critic, see ppo::fused).
+// constants LANES_WG and LANES_E, the workgroup arrays xs [E][obs], heads
+// [E][NUM_ACTIONS + 1], lane_truncated and any_truncated, and the generated
+// function lanes_forward, see ppo::fused).
 //
 // One workgroup of LANES_WG invocations runs LANES_E envs of one agent
 // (agent = group / blocks_per_agent). Per step:
@@ -13,9 +13,11 @@
 //   barrier between layers; then the output rows (logits and value) of
 //   every env, one per lane, into heads [E][NUM_ACTIONS + 1];
 //   lane e < LANES_E (env e): the observation into obs, sample_and_record,
-//   step_and_record, the final observation into fxs;
+//   step_and_record, the final observation into xs;
 //   where any env of the workgroup needs V(final obs) (truncated, not
-//   terminated), lanes_final_critic runs the critic on fxs the same way.
+//   terminated), lanes_forward runs again on xs with final_pass (the
+//   critic alone) for the value of the final observations;
+//   lane e: the next observation into xs.
 // Sums keep the layered linear_forward's order (bias, then inputs
 // ascending), so the outputs equal the layered path's to float rounding.
 // Lanes whose env is past N compute on a clamped env and write nothing.
@@ -50,47 +52,63 @@ fn rollout_lanes(@builtin(local_invocation_index) lid: u32,
         }
     }
     workgroupBarrier();
-    for (var t = dims.t_begin; t < dims.t_end; t++) {
+    // Each step is one pass of lanes_forward, or two where an env of the
+    // workgroup needs V(final obs): one call site, so the forward's code is
+    // compiled once (llvmpipe's first compile grows with code size).
+    var t = dims.t_begin;
+    var final_pass = false;
+    var truncated = false;
+    loop {
+        if (t >= dims.t_end) {
+            break;
+        }
         let at = t * dims.rows + r;
-        lanes_forward(lid, base);
-        var truncated = false;
-        if (live) {
-            write_obs(at, env_observe(s));
-            var logits: array<f32, NUM_ACTIONS>;
-            for (var k = 0u; k < NUM_ACTIONS; k++) {
-                logits[k] = heads[e * (NUM_ACTIONS + 1u) + k];
-            }
-            let value = heads[e * (NUM_ACTIONS + 1u) + NUM_ACTIONS];
-            let action = sample_and_record(r, t, at, logits, value);
-            let out = step_and_record(&s, r, at, action, p);
-            truncated = needs_final_value(out.flags);
-            for (var k = 0u; k < ENV_OBS_DIM; k++) {
-                fxs[e * ENV_OBS_DIM + k] = out.final_obs[k];
-            }
-        }
-        if (lid < LANES_E) {
-            lane_truncated[e] = select(0u, 1u, truncated);
-        }
-        workgroupBarrier();
-        if (lid == 0u) {
-            var any = 0u;
-            for (var k = 0u; k < LANES_E; k++) {
-                any |= lane_truncated[k];
-            }
-            any_truncated = any;
-        }
-        if (workgroupUniformLoad(&any_truncated) != 0u) {
-            lanes_final_critic(lid, base);
+        lanes_forward(lid, base, final_pass);
+        var again = false;
+        if (final_pass) {
             if (truncated) {
-                final_values[at] = fheads[e];
+                final_values[at] = heads[e * (NUM_ACTIONS + 1u) + NUM_ACTIONS];
             }
-        }
-        if (live) {
-            let x = env_observe(s);
-            for (var k = 0u; k < ENV_OBS_DIM; k++) {
-                xs[e * ENV_OBS_DIM + k] = x[k];
+        } else {
+            truncated = false;
+            if (live) {
+                write_obs(at, env_observe(s));
+                var logits: array<f32, NUM_ACTIONS>;
+                for (var k = 0u; k < NUM_ACTIONS; k++) {
+                    logits[k] = heads[e * (NUM_ACTIONS + 1u) + k];
+                }
+                let value = heads[e * (NUM_ACTIONS + 1u) + NUM_ACTIONS];
+                let action = sample_and_record(r, t, at, logits, value);
+                let out = step_and_record(&s, r, at, action, p);
+                truncated = needs_final_value(out.flags);
+                // The forward has read xs: it holds the final observations now.
+                for (var k = 0u; k < ENV_OBS_DIM; k++) {
+                    xs[e * ENV_OBS_DIM + k] = out.final_obs[k];
+                }
             }
+            if (lid < LANES_E) {
+                lane_truncated[e] = select(0u, 1u, truncated);
+            }
+            workgroupBarrier();
+            if (lid == 0u) {
+                var any = 0u;
+                for (var k = 0u; k < LANES_E; k++) {
+                    any |= lane_truncated[k];
+                }
+                any_truncated = any;
+            }
+            again = workgroupUniformLoad(&any_truncated) != 0u;
         }
+        if (!again) {
+            if (live) {
+                let x = env_observe(s);
+                for (var k = 0u; k < ENV_OBS_DIM; k++) {
+                    xs[e * ENV_OBS_DIM + k] = x[k];
+                }
+            }
+            t++;
+        }
+        final_pass = again;
         workgroupBarrier();
     }
     if (live) {

@@ -57,14 +57,17 @@ pub const LANES_WG: usize = 16;
 /// Most envs one lanes workgroup runs.
 pub const LANES_MAX_ENVS: usize = 8;
 /// Most envs per workgroup [`FusedLayout::choose`] takes: llvmpipe's first
-/// compile grows with them (Mesa 25 GL, 64-64: 6 s at 2, 33 s at 8).
-pub const LANES_AUTO_ENVS: usize = 2;
+/// compile grows with them (Mesa 25 GL, 2 cores, 64-64: 1.7 s at 2, 3.8 s
+/// at 4), and from 16 envs on 4 run 1.5× faster than 2.
+pub const LANES_AUTO_ENVS: usize = 4;
 /// Envs per agent up to which [`FusedLayout::choose`] takes the lanes
-/// layout (the probe's crossover lay between 16 and 64).
-pub const LANES_UP_TO_ENVS: usize = 16;
-/// Inner products longer than this are looped (in chunks of 4) in the
-/// lanes kernel; shorter ones are unrolled.
+/// layout (Mesa 25 GL, 64-64: 3× the layered path at 64 envs, a tie at 512).
+pub const LANES_UP_TO_ENVS: usize = 64;
+/// Inner products longer than this are looped (in chunks of
+/// [`LANES_CHUNK`]) in the lanes kernel; shorter ones are unrolled.
 const LANES_UNROLL: usize = 8;
+/// Inputs per pass of the lanes kernel's inner-product loops.
+const LANES_CHUNK: usize = 2;
 
 /// How the fused rollout lays envs and hidden units on the lanes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -103,16 +106,16 @@ impl FusedLayout {
     }
 }
 
-/// Workgroup memory of a lanes workgroup of `envs` envs: observations and
-/// final observations, two activation buffers per network (one with a single
-/// hidden layer), the outputs, the final values and the truncation flags.
+/// Workgroup memory of a lanes workgroup of `envs` envs: observations, two
+/// activation buffers per network (one with a single hidden layer), the
+/// outputs and the truncation flags.
 pub fn lanes_workgroup_bytes(spec: &ActorCriticSpec, envs: usize) -> usize {
     let widest = spec.hidden.iter().copied().max().unwrap_or(0);
     let buffers = spec.hidden.len().min(2);
-    4 * (2 * envs * spec.obs_dim
+    4 * (envs * spec.obs_dim
         + 2 * buffers * envs * widest
         + envs * (spec.num_actions + 1)
-        + 2 * envs
+        + envs
         + 1)
 }
 
@@ -272,8 +275,8 @@ pub fn fused_rollout_source(spec: &ActorCriticSpec) -> (String, usize) {
 /// `accs[u][e] += input[bases[e] + i] * params[rows[u] + i]` for i
 /// ascending (`linear_forward`'s order). Each input is loaded once for all
 /// rows and each weight once for all envs: unrolled up to [`LANES_UNROLL`]
-/// inputs, else a loop in chunks of 4 (its bound hidden from the compiler)
-/// and an unrolled rest. Returns the loop iterations counted.
+/// inputs, else a loop in chunks of [`LANES_CHUNK`] (its bound hidden from
+/// the compiler) and an unrolled rest. Returns the loop iterations counted.
 fn emit_block_dot(
     out: &mut String,
     indent: &str,
@@ -310,17 +313,17 @@ fn emit_block_dot(
         block(out, "0u", i_dim);
         return 0;
     }
-    let whole = i_dim / 4 * 4;
+    let whole = i_dim / LANES_CHUNK * LANES_CHUNK;
     let _ = writeln!(
         out,
-        "{indent}for (var i = 0u; i < {whole}u + dims.pad; i += 4u) {{"
+        "{indent}for (var i = 0u; i < {whole}u + dims.pad; i += {LANES_CHUNK}u) {{"
     );
-    chunk(out, &format!("{indent}    "), "i", 4);
+    chunk(out, &format!("{indent}    "), "i", LANES_CHUNK);
     let _ = writeln!(out, "{indent}}}");
     if whole < i_dim {
         block(out, &format!("{whole}u"), i_dim - whole);
     }
-    whole / 4 + 1
+    whole / LANES_CHUNK + 1
 }
 
 /// One hidden layer of one network for `envs` envs: lane `lid` computes
@@ -382,20 +385,19 @@ fn emit_lanes_layer(
     iterations
 }
 
-/// The output rows of every env into `heads`, one (env, row) per lane: with
-/// `actor`, rows 0..A are its logits and row A the critic's value
-/// ([envs][A + 1]); without, the critic's value alone ([envs]). Returns the
-/// loop iterations one lane counts.
+/// The output rows of every env into `heads` [envs][A + 1], one (env, row)
+/// per lane: rows 0..A the actor's logits (skipped where `final_pass`),
+/// row A the critic's value. Returns the loop iterations one lane counts.
 fn emit_lanes_heads(
     out: &mut String,
-    actor: Option<(&LayerLayout, &str)>,
+    actor: (&LayerLayout, &str),
     critic: (&LayerLayout, &str),
-    heads: &str,
     envs: usize,
 ) -> usize {
-    let per_env = actor.map_or(1, |(layer, _)| layer.out_dim + 1);
+    let actions = actor.0.out_dim;
+    let per_env = actions + 1;
     let tasks = envs * per_env;
-    let row = |out: &mut String, indent: &str, layer: &LayerLayout, input: &str, k: &str| {
+    let row = |out: &mut String, indent: &str, (layer, input): (&LayerLayout, &str), k: &str| {
         let i_dim = layer.in_dim;
         let _ = writeln!(
             out,
@@ -417,22 +419,17 @@ fn emit_lanes_heads(
         let _ = writeln!(
             out,
             "    {{\n        let q = lid + {}u;\n        if (q < {tasks}u) {{\n            \
-             let he = q / {per_env}u;\n            let k = q % {per_env}u;\n            var acc = 0.0;",
+             let he = q / {per_env}u;\n            let k = q % {per_env}u;\n            var acc = 0.0;\n            \
+             if (k < {actions}u) {{\n                if (!final_pass) {{",
             m * LANES_WG
         );
-        let (layer, input) = critic;
-        iterations += match actor {
-            Some((actor_layer, actor_input)) => {
-                let _ = writeln!(out, "            if (k < {}u) {{", actor_layer.out_dim);
-                let a = row(out, "                ", actor_layer, actor_input, "k");
-                let _ = writeln!(out, "            }} else {{");
-                let c = row(out, "                ", layer, input, "0u");
-                let _ = writeln!(out, "            }}");
-                a + c
-            }
-            None => row(out, "            ", layer, input, "k"),
-        };
-        let _ = writeln!(out, "            {heads}[q] = acc;\n        }}\n    }}");
+        iterations += row(out, "                    ", actor, "k");
+        let _ = writeln!(out, "                }}\n            }} else {{");
+        iterations += row(out, "                ", critic, "0u");
+        let _ = writeln!(
+            out,
+            "            }}\n            heads[q] = acc;\n        }}\n    }}"
+        );
     }
     iterations
 }
@@ -451,7 +448,6 @@ pub fn lanes_rollout_source(spec: &ActorCriticSpec, envs: usize) -> (String, usi
     let _ = writeln!(g, "const LANES_WG: u32 = {LANES_WG}u;");
     let _ = writeln!(g, "const LANES_E: u32 = {envs}u;");
     let _ = writeln!(g, "var<workgroup> xs: array<f32, {}>;", envs * d);
-    let _ = writeln!(g, "var<workgroup> fxs: array<f32, {}>;", envs * d);
     for buffer in 0..spec.hidden.len().min(2) {
         for net in ["a", "c"] {
             let _ = writeln!(
@@ -466,51 +462,47 @@ pub fn lanes_rollout_source(spec: &ActorCriticSpec, envs: usize) -> (String, usi
         "var<workgroup> heads: array<f32, {}>;",
         envs * (actions + 1)
     );
-    let _ = writeln!(g, "var<workgroup> fheads: array<f32, {envs}>;");
     let _ = writeln!(g, "var<workgroup> lane_truncated: array<u32, {envs}>;");
     let _ = writeln!(g, "var<workgroup> any_truncated: u32;");
 
     let actor = spec.actor().layers(0);
     let critic = spec.critic().layers(spec.critic_base());
     let hidden = spec.hidden.len();
-    let input = |net: &str, l: usize, first: &str| -> String {
+    let input = |net: &str, l: usize| -> String {
         if l == 0 {
-            first.to_string()
+            "xs".to_string()
         } else {
             format!("act_{net}{}", (l - 1) % 2)
         }
     };
-    // lanes_forward: both networks on xs into heads.
-    let _ = writeln!(g, "fn lanes_forward(lid: u32, base: u32) {{");
+    let _ = writeln!(
+        g,
+        "fn lanes_forward(lid: u32, base: u32, final_pass: bool) {{"
+    );
     let mut forward = 0;
     for l in 0..hidden {
-        for (net, layers) in [("a", &actor), ("c", &critic)] {
-            let output = format!("act_{net}{}", l % 2);
-            forward += emit_lanes_layer(&mut g, &layers[l], &input(net, l, "xs"), &output, envs);
-        }
+        let _ = writeln!(g, "    if (!final_pass) {{");
+        forward += emit_lanes_layer(
+            &mut g,
+            &actor[l],
+            &input("a", l),
+            &format!("act_a{}", l % 2),
+            envs,
+        );
+        let _ = writeln!(g, "    }}");
+        forward += emit_lanes_layer(
+            &mut g,
+            &critic[l],
+            &input("c", l),
+            &format!("act_c{}", l % 2),
+            envs,
+        );
         let _ = writeln!(g, "    workgroupBarrier();");
     }
     forward += emit_lanes_heads(
         &mut g,
-        Some((&actor[hidden], &input("a", hidden, "xs"))),
-        (&critic[hidden], &input("c", hidden, "xs")),
-        "heads",
-        envs,
-    );
-    let _ = writeln!(g, "    workgroupBarrier();\n}}");
-    // lanes_final_critic: the critic on fxs into fheads.
-    let _ = writeln!(g, "fn lanes_final_critic(lid: u32, base: u32) {{");
-    let mut final_critic = 0;
-    for (l, layer) in critic.iter().take(hidden).enumerate() {
-        let output = format!("act_c{}", l % 2);
-        final_critic += emit_lanes_layer(&mut g, layer, &input("c", l, "fxs"), &output, envs);
-        let _ = writeln!(g, "    workgroupBarrier();");
-    }
-    final_critic += emit_lanes_heads(
-        &mut g,
-        None,
-        (&critic[hidden], &input("c", hidden, "fxs")),
-        "fheads",
+        (&actor[hidden], &input("a", hidden)),
+        (&critic[hidden], &input("c", hidden)),
         envs,
     );
     let _ = writeln!(g, "    workgroupBarrier();\n}}");
@@ -523,10 +515,10 @@ pub fn lanes_rollout_source(spec: &ActorCriticSpec, envs: usize) -> (String, usi
         &g,
     ]
     .join("\n");
-    // Per step: the forward, the final critic (counted every step), the
-    // sampler's loops and the logits copy, the truncation OR, the
-    // observation copies.
-    let per_step = forward + final_critic + 4 * actions + envs + 4 * d + 4;
+    // Per step: the forward twice (the second for final observations,
+    // counted every step), the sampler's loops and the logits copy, the
+    // truncation OR, the observation copies.
+    let per_step = 2 * forward + 4 * actions + envs + 4 * d + 6;
     (source, per_step)
 }
 
