@@ -118,11 +118,9 @@ fn rollout_phase(ctx: &GpuContext, hidden: &[usize], agents: usize, num_envs: us
         let device_s = median(device_times);
         line += &format!(
             ", device env {} {:.2} ms = {:.0} env-steps/s ({:.1}x host; {} dispatches; first rollout {:.2} s)",
-            match first.fused_layout {
-                None => "layered".to_string(),
-                Some(FusedLayout::PerEnv) => "fused per-env".to_string(),
-                Some(FusedLayout::Lanes { envs }) => format!("fused lanes E={envs}"),
-            },
+            first
+                .fused_layout
+                .map_or("layered".to_string(), |l| format!("fused {}", l.name())),
             device_s * 1e3,
             env_steps / device_s,
             host_s / device_s,

@@ -369,6 +369,12 @@ struct BenchRow {
     steps_per_agent: u64,
     /// Env steps per second over all agents, training only.
     steady_sps: f64,
+    /// Which rollout ran ("host", "layered", "fused lanes E=2", ...).
+    rollout: String,
+    /// The rollout phase alone: env steps per second over all agents.
+    rollout_sps: f64,
+    /// The update phase alone: milliseconds per update.
+    update_ms: f64,
     /// Seconds to a mean greedy return of 475 (median agent), adapter start-up included.
     seconds_to_475: Option<f64>,
     agents_reaching_475: usize,
@@ -416,7 +422,7 @@ fn bench(args: &BenchArgs) -> ppo_wgpu::Result<()> {
     let runs_root = std::env::temp_dir().join(format!("ppo-wgpu-bench-{}", std::process::id()));
     let mut rows = Vec::new();
     println!(
-        "{:<8} {:>4} {:>6} {:>10} {:>8} {:>12} {:>12} {:>9} {:>10} {:>8}",
+        "{:<8} {:>4} {:>6} {:>10} {:>8} {:>12} {:>12} {:>15} {:>12} {:>10} {:>9} {:>10} {:>8}",
         "preset",
         "env",
         "agents",
@@ -424,6 +430,9 @@ fn bench(args: &BenchArgs) -> ppo_wgpu::Result<()> {
         "hidden",
         "steps/agent",
         "steady SPS",
+        "rollout",
+        "rollout SPS",
+        "update ms",
         "s to 475",
         "eval mean",
         "wall s"
@@ -462,13 +471,16 @@ fn bench(args: &BenchArgs) -> ppo_wgpu::Result<()> {
             hidden: config.hidden.clone(),
             steps_per_agent: s.global_steps / config.num_agents as u64,
             steady_sps: s.sps,
+            rollout: s.rollout.clone(),
+            rollout_sps: s.rollout_sps,
+            update_ms: s.update_ms,
             seconds_to_475: median,
             agents_reaching_475: reaching,
             final_eval_mean: eval_mean,
             wall_s: s.wall_s + startup_s,
         };
         println!(
-            "{:<8} {:>4} {:>6} {:>10} {:>8} {:>12} {:>12.0} {:>9} {:>10.1} {:>8.1}",
+            "{:<8} {:>4} {:>6} {:>10} {:>8} {:>12} {:>12.0} {:>15} {:>12.0} {:>10.2} {:>9} {:>10.1} {:>8.1}",
             row.preset,
             format!("{:?}", row.env_device).to_lowercase(),
             row.num_agents,
@@ -476,6 +488,9 @@ fn bench(args: &BenchArgs) -> ppo_wgpu::Result<()> {
             format!("{:?}", row.hidden).replace(' ', ""),
             row.steps_per_agent,
             row.steady_sps,
+            row.rollout,
+            row.rollout_sps,
+            row.update_ms,
             row.seconds_to_475
                 .map_or("-".to_string(), |t| format!("{t:.1}")),
             row.final_eval_mean,

@@ -548,6 +548,9 @@ fn summary_round_trips_and_tolerates_missing_fields() {
         ],
         final_eval_mean: vec![500.0, 123.4],
         final_eval_std: vec![0.0, 55.5],
+        rollout: "fused lanes E=2".into(),
+        rollout_sps: 150_000.0,
+        update_ms: 29.5,
     };
     write_summary(&path, &summary).unwrap();
     assert_eq!(read_summary(&path).unwrap(), summary);

@@ -9,6 +9,7 @@ use std::process::Command;
 
 use common::{ctx, only_run_dir};
 use ppo_wgpu::config::{EnvDevice, PpoConfig};
+use ppo_wgpu::gpu::GpuContext;
 use ppo_wgpu::ppo::trainer::{train, TrainOptions};
 use ppo_wgpu::run::{load_checkpoint, read_metrics, MetricsRow};
 use ppo_wgpu::Error;
@@ -169,11 +170,27 @@ fn device_envs_learn_and_resume_exactly() {
         last > 2.5 * first && last > 150.0,
         "return did not clearly rise: {first:.1} -> {last:.1}"
     );
+    // The summary names the rollout and times each phase.
+    let summary = &report.summary;
+    assert_eq!(summary.rollout, "fused per-env");
+    assert!(summary.rollout_sps > 0.0 && summary.update_ms > 0.0);
 
+    // Resume from a checkpoint, with the linear policy (per-env fused
+    // rollout) and with 64-64 (lanes), 2 agents × 8 envs.
+    for (hidden, rollout) in [(vec![], "fused per-env"), (vec![64, 64], "fused lanes E=4")] {
+        config.hidden = hidden;
+        resumes_exactly(ctx, &config, &root.join(rollout.replace(' ', "_")), rollout);
+    }
+    let _ = std::fs::remove_dir_all(root);
+}
+
+fn resumes_exactly(ctx: &GpuContext, config: &PpoConfig, root: &Path, rollout: &str) {
+    let mut config = config.clone();
     config.total_timesteps = 6 * 1024;
     config.num_agents = 2;
     config.checkpoint_every = 1;
     let whole = train(&config, ctx, &options(&root.join("whole"))).unwrap();
+    assert_eq!(whole.summary.rollout, rollout);
     let parts = options(&root.join("parts"));
     let first = train(
         &config,
@@ -205,7 +222,6 @@ fn device_envs_learn_and_resume_exactly() {
         b.metadata.get("gpu_env_state")
     );
     assert!(!a.metadata.contains_key("env_state"));
-    let _ = std::fs::remove_dir_all(root);
 }
 
 #[test]

@@ -95,6 +95,14 @@ impl FusedLayout {
             .map_or(FusedLayout::PerEnv, |envs| FusedLayout::Lanes { envs })
     }
 
+    /// Its short name: "per-env", or "lanes E=2" with the envs per workgroup.
+    pub fn name(&self) -> String {
+        match self {
+            FusedLayout::PerEnv => "per-env".into(),
+            FusedLayout::Lanes { envs } => format!("lanes E={envs}"),
+        }
+    }
+
     /// In words, for `train` and the bench.
     pub fn describe(&self) -> String {
         match self {

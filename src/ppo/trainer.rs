@@ -413,6 +413,9 @@ pub fn train(config: &PpoConfig, ctx: &GpuContext, options: &TrainOptions) -> Re
         seed: config.seed.wrapping_add(1_000_003),
     };
     let mut finished = Vec::new();
+    // Seconds in each phase this run, for the summary's per-phase figures.
+    let (mut rollout_s, mut update_s, mut updates) = (0.0, 0.0, 0usize);
+    let mut rollout_path = "host".to_string();
     let mut all_rows: Vec<MetricsRow> = read_metrics(&run.metrics_path())?;
     let mut iteration = start_iteration - 1;
 
@@ -432,6 +435,7 @@ pub fn train(config: &PpoConfig, ctx: &GpuContext, options: &TrainOptions) -> Re
         };
         gpu.set_learning_rates(&vec![frac * config.learning_rate; p_count])?;
         let mut iteration_episodes: Vec<Vec<(f64, u32)>> = vec![Vec::new(); p_count];
+        let phase_start = Instant::now();
         let next_obs = match &mut envs {
             Envs::Host { env, obs, out } => {
                 global_step += (n * config.num_steps) as u64;
@@ -449,15 +453,23 @@ pub fn train(config: &PpoConfig, ctx: &GpuContext, options: &TrainOptions) -> Re
             Envs::Device(env) => {
                 global_step += (n * config.num_steps) as u64;
                 let rollout = gpu.rollout_gpu(ctx, env, config.seed, iteration as u32)?;
+                rollout_path = match rollout.fused_layout {
+                    None => "layered".into(),
+                    Some(layout) => format!("fused {}", layout.name()),
+                };
                 finished.extend(rollout.episodes);
                 None
             }
         };
+        rollout_s += phase_start.elapsed().as_secs_f64();
         for episode in finished.drain(..) {
             iteration_episodes[episode.env / n].push((episode.episode_return, episode.length));
         }
         let perm = permutations(config.seed, iteration as u64, &settings);
+        let update_start = Instant::now();
         let stats: Vec<AgentUpdateStats> = gpu.update(ctx, next_obs, &perm)?;
+        update_s += update_start.elapsed().as_secs_f64();
+        updates += 1;
 
         let training_s = (start.elapsed().as_secs_f64() - eval_s_here).max(1e-9);
         let sps = ((global_step - steps_at_start) * p_count as u64) as f64 / training_s;
@@ -590,6 +602,9 @@ pub fn train(config: &PpoConfig, ctx: &GpuContext, options: &TrainOptions) -> Re
         evaluations: progress.evals.clone(),
         final_eval_mean: eval_mean,
         final_eval_std: eval_std,
+        rollout: rollout_path,
+        rollout_sps: (updates * p_count * n * config.num_steps) as f64 / rollout_s.max(1e-9),
+        update_ms: 1e3 * update_s / updates.max(1) as f64,
     };
     write_summary(&run.summary_path(), &summary)?;
     Ok(TrainReport {

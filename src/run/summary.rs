@@ -36,6 +36,15 @@ pub struct Summary {
     pub final_eval_mean: Vec<f64>,
     /// Per agent: standard deviation of that return.
     pub final_eval_std: Vec<f64>,
+    /// Which rollout ran: "host" (envs on the host), "layered", or "fused"
+    /// with its layout (`env_device = gpu`).
+    pub rollout: String,
+    /// The rollout phase alone: env steps over all agents per second of
+    /// rollouts (this run's part, after a resume).
+    pub rollout_sps: f64,
+    /// The update phase alone: mean milliseconds per update (bootstrap, GAE
+    /// and every epoch's minibatches, statistics read back).
+    pub update_ms: f64,
 }
 
 /// Writes `summary` as pretty JSON, atomically. JSON has no NaN or infinity:
