@@ -15,7 +15,7 @@ use ppo_wgpu::ops::gae::{TERMINATED, TRUNCATED};
 use ppo_wgpu::ops::{record, RECORD};
 use ppo_wgpu::ppo::fused::{
     auto_picks_fused, fused_rollout_cpu, fused_rollout_source, lanes_rollout_source,
-    lanes_workgroup_bytes, FusedLayout, LANES_UP_TO_ENVS, MAX_FUSED_HIDDEN,
+    lanes_uniform_weights, lanes_workgroup_bytes, FusedLayout, LANES_UP_TO_ENVS, MAX_FUSED_HIDDEN,
 };
 use ppo_wgpu::ppo::{permutations, ActorCriticSpec, PpoGpu, RolloutPath, UpdateSettings};
 use ppo_wgpu::Error;
@@ -423,22 +423,33 @@ fn wide_networks_fall_back_to_the_layered_path() {
         gpu.fused_layout(ctx),
         FusedLayout::Lanes { envs: 1 }
     ));
-    let many = UpdateSettings {
-        envs_per_agent: LANES_UP_TO_ENVS + 1,
+    // Many envs: one agent keeps the lanes layout (its weights in a uniform
+    // block); a population's agents read theirs from storage, and there one
+    // env per invocation takes over.
+    let many = LANES_UP_TO_ENVS + 1;
+    assert!(lanes_uniform_weights(ctx, &small, 1));
+    assert!(!lanes_uniform_weights(ctx, &small, 2));
+    assert!(matches!(
+        FusedLayout::choose(ctx, &small, 1, many),
+        FusedLayout::Lanes { envs: 4 }
+    ));
+    let population = UpdateSettings {
+        num_agents: 2,
+        envs_per_agent: many,
         ..settings
     };
-    let gpu = PpoGpu::new(ctx, &small, &many).unwrap();
+    let gpu = PpoGpu::new(ctx, &small, &population).unwrap();
     assert_eq!(gpu.fused_layout(ctx), FusedLayout::PerEnv);
     assert_eq!(
         gpu.uses_fused_rollout(ctx).unwrap(),
         !ctx.adapter.is_software
     );
     assert_eq!(
-        auto_picks_fused(ctx, &small, LANES_UP_TO_ENVS + 1),
+        auto_picks_fused(ctx, &small, 2, many),
         !ctx.adapter.is_software
     );
     let linear = ActorCriticSpec::new(OBS_DIM, 2, &[]).unwrap();
-    assert!(auto_picks_fused(ctx, &linear, 512));
+    assert!(auto_picks_fused(ctx, &linear, 1, 512));
     // A lanes layout that does not fit workgroup memory is refused, naming it.
     let mut gpu = PpoGpu::new(ctx, &spec_256(), &settings).unwrap();
     gpu.set_rollout_path(RolloutPath::Fused);
@@ -471,7 +482,7 @@ fn generated_source_follows_the_network() {
     assert!(b.contains("const NUM_ACTIONS: u32 = 3u;"));
     assert!(b.contains("array<f32, 100>"), "second hidden layer");
     assert!(per_step_deep > 10 * per_step_linear);
-    let (lanes, per_step_lanes) = lanes_rollout_source(&deep, 4);
+    let (lanes, per_step_lanes) = lanes_rollout_source(&deep, 4, false);
     assert!(lanes.contains("const LANES_E: u32 = 4u;"));
     assert!(lanes.contains("var<workgroup> act_a0: array<f32, 400>;"));
     assert!(per_step_lanes < per_step_deep, "lanes loop less per lane");

@@ -174,9 +174,10 @@ fn generated_fused_rollouts_translate_to_every_backend() {
         let entry_points = translate_all(&name, &source);
         assert_eq!(entry_points, ["rollout_fused"], "{name}");
         assert!(source.starts_with("// "), "{name}: header comment");
-        for envs in [1, 3, 8] {
-            let (source, _) = lanes_rollout_source(&spec, envs);
-            let name = format!("rollout_lanes for hidden {hidden:?}, {envs} envs");
+        for (envs, uniform) in [(1, false), (3, true), (8, false), (8, true)] {
+            let (source, _) = lanes_rollout_source(&spec, envs, uniform);
+            let name =
+                format!("rollout_lanes for hidden {hidden:?}, {envs} envs, uniform {uniform}");
             assert_eq!(translate_all(&name, &source), ["rollout_lanes"], "{name}");
         }
     }

@@ -337,6 +337,11 @@ impl GpuContext {
         limits.max_compute_workgroup_size_x = REQUIRED_INVOCATIONS_PER_WORKGROUP;
         limits.max_compute_workgroup_storage_size = REQUIRED_WORKGROUP_STORAGE_BYTES;
         limits.max_storage_buffer_binding_size = available.max_storage_buffer_binding_size;
+        // Up to 64 KiB of uniforms where the adapter allows: the lanes
+        // rollout reads one agent's weights from a uniform block (`ppo::fused`).
+        limits.max_uniform_buffer_binding_size = available
+            .max_uniform_buffer_binding_size
+            .clamp(limits.max_uniform_buffer_binding_size, 65536);
         limits.max_buffer_size = available.max_buffer_size;
         limits.max_compute_workgroups_per_dimension =
             available.max_compute_workgroups_per_dimension;

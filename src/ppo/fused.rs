@@ -61,7 +61,9 @@ pub const LANES_MAX_ENVS: usize = 8;
 /// at 4), and from 16 envs on 4 run 1.5× faster than 2.
 pub const LANES_AUTO_ENVS: usize = 4;
 /// Envs per agent up to which [`FusedLayout::choose`] takes the lanes
-/// layout (Mesa 25 GL, 64-64: 3× the layered path at 64 envs, a tie at 512).
+/// layout for populations (weights from storage; Mesa 25 GL, 64-64: 3× the
+/// layered path at 64 envs, a tie at 512). One agent's weights from a
+/// uniform block take it at every size (1.3× the layered path at 512).
 pub const LANES_UP_TO_ENVS: usize = 64;
 /// Inner products longer than this are looped (in chunks of
 /// [`LANES_CHUNK`]) in the lanes kernel; shorter ones are unrolled.
@@ -80,10 +82,18 @@ pub enum FusedLayout {
 }
 
 impl FusedLayout {
-    /// The layout for `envs_per_agent` envs: lanes while envs are few and
-    /// the network has hidden layers, one env per invocation otherwise.
-    pub fn choose(ctx: &GpuContext, spec: &ActorCriticSpec, envs_per_agent: usize) -> Self {
-        if spec.hidden.is_empty() || envs_per_agent > LANES_UP_TO_ENVS {
+    /// The layout for `num_agents` × `envs_per_agent` envs: lanes for a
+    /// network with hidden layers where one agent's weights fit a uniform
+    /// block, or envs are few; one env per invocation otherwise.
+    pub fn choose(
+        ctx: &GpuContext,
+        spec: &ActorCriticSpec,
+        num_agents: usize,
+        envs_per_agent: usize,
+    ) -> Self {
+        let lanes =
+            envs_per_agent <= LANES_UP_TO_ENVS || lanes_uniform_weights(ctx, spec, num_agents);
+        if spec.hidden.is_empty() || !lanes {
             return FusedLayout::PerEnv;
         }
         // Two workgroups at least while envs allow (one per core on a CPU
@@ -112,6 +122,14 @@ impl FusedLayout {
             }
         }
     }
+}
+
+/// Whether the lanes layout reads the weights from a uniform block: one
+/// agent whose parameters fit the adapter's uniform binding limit.
+pub fn lanes_uniform_weights(ctx: &GpuContext, spec: &ActorCriticSpec, num_agents: usize) -> bool {
+    num_agents == 1
+        && (spec.param_count().div_ceil(4) * 16) as u64
+            <= ctx.limits.max_uniform_buffer_binding_size
 }
 
 /// Workgroup memory of a lanes workgroup of `envs` envs: observations, two
@@ -163,17 +181,22 @@ pub fn fused_support(ctx: &GpuContext, spec: &ActorCriticSpec, obs_dim: usize) -
 }
 
 /// Whether [`RolloutPath::Auto`] takes the fused kernel for `spec` and
-/// `envs_per_agent` envs on `ctx` (where [`fused_support`] allows it at
-/// all): always on GPUs; on CPU adapters for the linear policy, and for a
-/// policy with hidden layers where the lanes layout applies (few envs).
-/// One env per invocation with hidden layers takes llvmpipe 8-22 s to
-/// compile on first use (Mesa 22.3 and 25, 2 cores, 64-64) and is slower
-/// than the layered path at 512 envs on Mesa 25 (benches/NOTES.md).
-pub fn auto_picks_fused(ctx: &GpuContext, spec: &ActorCriticSpec, envs_per_agent: usize) -> bool {
+/// `num_agents` × `envs_per_agent` envs on `ctx` (where [`fused_support`]
+/// allows it at all): always on GPUs; on CPU adapters for the linear
+/// policy, and for a policy with hidden layers where the lanes layout
+/// applies. One env per invocation with hidden layers takes llvmpipe 8-22 s
+/// to compile on first use (Mesa 22.3 and 25, 2 cores, 64-64) and is
+/// slower than the layered path at 512 envs on Mesa 25 (benches/NOTES.md).
+pub fn auto_picks_fused(
+    ctx: &GpuContext,
+    spec: &ActorCriticSpec,
+    num_agents: usize,
+    envs_per_agent: usize,
+) -> bool {
     !ctx.adapter.is_software
         || spec.hidden.is_empty()
         || matches!(
-            FusedLayout::choose(ctx, spec, envs_per_agent),
+            FusedLayout::choose(ctx, spec, num_agents, envs_per_agent),
             FusedLayout::Lanes { .. }
         )
 }
@@ -280,7 +303,7 @@ pub fn fused_rollout_source(spec: &ActorCriticSpec) -> (String, usize) {
 
 /// Emits, for every weight row `rows[u]` (a WGSL expression: the row's
 /// first parameter) and every env `e` (its input at `input[bases[e]..]`),
-/// `accs[u][e] += input[bases[e] + i] * params[rows[u] + i]` for i
+/// `accs[u][e] += input[bases[e] + i] * pw(rows[u] + i)` (the weight) for i
 /// ascending (`linear_forward`'s order). Each input is loaded once for all
 /// rows and each weight once for all envs: unrolled up to [`LANES_UNROLL`]
 /// inputs, else a loop in chunks of [`LANES_CHUNK`] (its bound hidden from
@@ -303,7 +326,7 @@ fn emit_block_dot(
         }
         for (u, (row, row_accs)) in rows.iter().zip(accs).enumerate() {
             for k in 0..width {
-                let _ = writeln!(out, "{indent}let w{u}_{k} = params[{row} + {i} + {k}u];");
+                let _ = writeln!(out, "{indent}let w{u}_{k} = pw({row} + {i} + {k}u);");
             }
             for (e, acc) in row_accs.iter().enumerate() {
                 for k in 0..width {
@@ -358,7 +381,7 @@ fn emit_lanes_layer(
         }
         let _ = writeln!(
             out,
-            "        let row{u} = base + {}u + o{u} * {i_dim}u;\n        let bias{u} = params[base + {}u + o{u}];",
+            "        let row{u} = base + {}u + o{u} * {i_dim}u;\n        let bias{u} = pw(base + {}u + o{u});",
             layer.w_offset, layer.b_offset
         );
         for e in 0..envs {
@@ -409,7 +432,7 @@ fn emit_lanes_heads(
         let i_dim = layer.in_dim;
         let _ = writeln!(
             out,
-            "{indent}let w = base + {}u + {k} * {i_dim}u;\n{indent}acc = params[base + {}u + {k}];",
+            "{indent}let w = base + {}u + {k} * {i_dim}u;\n{indent}acc = pw(base + {}u + {k});",
             layer.w_offset, layer.b_offset
         );
         emit_block_dot(
@@ -443,15 +466,32 @@ fn emit_lanes_heads(
 }
 
 /// The lanes layout's WGSL for `spec` with `envs` envs per workgroup and the
-/// CartPole device env, and the loop iterations one rollout step counts
-/// against [`CPU_LOOP_BUDGET`].
-pub fn lanes_rollout_source(spec: &ActorCriticSpec, envs: usize) -> (String, usize) {
+/// CartPole device env, its weights read from `params` or (one agent,
+/// `uniform_weights`) from a uniform copy, and the loop iterations one
+/// rollout step counts against [`CPU_LOOP_BUDGET`].
+pub fn lanes_rollout_source(
+    spec: &ActorCriticSpec,
+    envs: usize,
+    uniform_weights: bool,
+) -> (String, usize) {
     let d = spec.obs_dim;
     let actions = spec.num_actions;
     let widest = spec.hidden.iter().copied().max().unwrap_or(0);
     let mut g = String::from(
         "// generated by ppo::fused for this policy's sizes and envs per workgroup.\n",
     );
+    if uniform_weights {
+        // One agent's parameters copied into a uniform block (binding 11):
+        // llvmpipe gathers uniform loads without a per-lane loop.
+        let _ = writeln!(
+            g,
+            "@group(0) @binding(11) var<uniform> wts: array<vec4<f32>, {}>;\n\
+             fn pw(i: u32) -> f32 {{\n    return wts[i >> 2u][i & 3u];\n}}",
+            spec.param_count().div_ceil(4)
+        );
+    } else {
+        let _ = writeln!(g, "fn pw(i: u32) -> f32 {{\n    return params[i];\n}}");
+    }
     let _ = writeln!(g, "const NUM_ACTIONS: u32 = {actions}u;");
     let _ = writeln!(g, "const LANES_WG: u32 = {LANES_WG}u;");
     let _ = writeln!(g, "const LANES_E: u32 = {envs}u;");
@@ -599,6 +639,9 @@ pub struct FusedRollout {
         wgpu::BindGroup,
     )>,
     bound: Option<[wgpu::Buffer; 10]>,
+    /// One agent's parameters as a uniform block, copied in before each
+    /// rollout (the lanes layout where they fit the adapter's uniform limit).
+    weights: Option<wgpu::Buffer>,
     grid: (u32, u32),
     layout_kind: FusedLayout,
     blocks_per_agent: usize,
@@ -627,6 +670,9 @@ impl FusedRollout {
         }
         let rows = num_agents * envs_per_agent;
         let max_groups = ctx.limits.max_compute_workgroups_per_dimension;
+        let weight_bytes = (spec.param_count().div_ceil(4) * 16) as u64;
+        let uniform_weights = matches!(layout_kind, FusedLayout::Lanes { .. })
+            && lanes_uniform_weights(ctx, spec, num_agents);
         let (source, per_step, entry_point, constants, blocks_per_agent, grid) = match layout_kind {
             FusedLayout::PerEnv => {
                 let (source, per_step) = fused_rollout_source(spec);
@@ -647,7 +693,7 @@ impl FusedRollout {
                         ),
                     ));
                 }
-                let (source, per_step) = lanes_rollout_source(spec, envs);
+                let (source, per_step) = lanes_rollout_source(spec, envs, uniform_weights);
                 let blocks = envs_per_agent.div_ceil(envs);
                 let grid = grid_1d((num_agents * blocks) as u64, 1, max_groups);
                 (source, per_step, "rollout_lanes", Vec::new(), blocks, grid)
@@ -679,6 +725,18 @@ impl FusedRollout {
             count: None,
         }];
         entries.extend((1..=10).map(|b| storage(b, b <= 2)));
+        let weights = uniform_weights.then(|| {
+            entries.push(wgpu::BindGroupLayoutEntry {
+                binding: 11,
+                ..entries[0]
+            });
+            ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("rollout_lanes weights"),
+                size: weight_bytes,
+                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            })
+        });
         let layout = ctx
             .device
             .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
@@ -698,6 +756,7 @@ impl FusedRollout {
             layout,
             chunks: Vec::new(),
             bound: None,
+            weights,
             grid,
             layout_kind,
             blocks_per_agent,
@@ -713,6 +772,20 @@ impl FusedRollout {
     /// The layout this kernel runs.
     pub fn layout(&self) -> FusedLayout {
         self.layout_kind
+    }
+
+    /// Whether the kernel reads the weights from a uniform copy.
+    pub fn uniform_weights(&self) -> bool {
+        self.weights.is_some()
+    }
+
+    /// Records the copy of one agent's parameters into the uniform block
+    /// (before the rollout's compute pass; nothing without one).
+    pub fn record_weight_copy(&self, encoder: &mut wgpu::CommandEncoder, params: &GpuBuffer<f32>) {
+        if let Some(weights) = &self.weights {
+            let bytes = (self.param_stride * 4) as u64;
+            encoder.copy_buffer_to_buffer(&params.buffer, 0, weights, 0, bytes);
+        }
     }
 
     /// Rollout steps one dispatch runs.
@@ -785,6 +858,12 @@ impl FusedRollout {
                             resource: r.clone(),
                         }
                     }));
+                    if let Some(weights) = &self.weights {
+                        entries.push(wgpu::BindGroupEntry {
+                            binding: 11,
+                            resource: weights.as_entire_binding(),
+                        });
+                    }
                     let group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
                         label: Some("rollout_fused"),
                         layout: &self.layout,

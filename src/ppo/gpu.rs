@@ -910,8 +910,14 @@ impl PpoGpu {
 
     /// The layout the fused rollout takes for this engine's sizes.
     pub fn fused_layout(&self, ctx: &GpuContext) -> FusedLayout {
-        self.fused_layout
-            .unwrap_or_else(|| FusedLayout::choose(ctx, &self.spec, self.settings.envs_per_agent))
+        self.fused_layout.unwrap_or_else(|| {
+            FusedLayout::choose(
+                ctx,
+                &self.spec,
+                self.settings.num_agents,
+                self.settings.envs_per_agent,
+            )
+        })
     }
 
     /// Why the fused rollout cannot run this policy on `ctx` (None: it can).
@@ -942,10 +948,13 @@ impl PpoGpu {
     pub fn uses_fused_rollout(&self, ctx: &GpuContext) -> Result<bool> {
         match (self.rollout_path, self.fused_unsupported(ctx)) {
             (RolloutPath::Layered, _) => Ok(false),
-            (RolloutPath::Auto, reason) => {
-                Ok(reason.is_none()
-                    && auto_picks_fused(ctx, &self.spec, self.settings.envs_per_agent))
-            }
+            (RolloutPath::Auto, reason) => Ok(reason.is_none()
+                && auto_picks_fused(
+                    ctx,
+                    &self.spec,
+                    self.settings.num_agents,
+                    self.settings.envs_per_agent,
+                )),
             (RolloutPath::Fused, None) => Ok(true),
             (RolloutPath::Fused, Some(reason)) => {
                 Err(Error::config("rollout path", "fused", reason))
@@ -998,9 +1007,11 @@ impl PpoGpu {
         );
         let mut encoder = ctx.device.create_command_encoder(&Default::default());
         self.record_pending_final(&mut encoder);
+        let fused = self.fused.as_ref().expect("built above");
+        fused.record_weight_copy(&mut encoder, &self.params);
         {
             let mut pass = encoder.begin_compute_pass(&Default::default());
-            self.fused.as_ref().expect("built above").record(&mut pass);
+            fused.record(&mut pass);
         }
         env.record_readback(&mut encoder);
         ctx.queue.submit([encoder.finish()]);
