@@ -46,37 +46,52 @@ fn rollout_phase(ctx: &GpuContext, hidden: &[usize], agents: usize, num_envs: us
     let params = initial_params(&spec, agents, 1);
     let env_config = CartPoleConfig::new(agents, num_envs);
 
-    let mut gpu = PpoGpu::new(ctx, &spec, &settings).expect("engine");
-    gpu.set_params(ctx, &params).expect("params");
-    let mut host = CartPole::new(env_config.clone()).expect("env");
-    let mut obs = vec![0.0; rows * 4];
-    host.reset(1, &mut obs).expect("reset");
-    let mut out = StepOut::new(rows, 4);
-    let mut episodes = Vec::new();
-    let mut host_times = Vec::new();
-    for iteration in 0..ROLLOUT_REPETITIONS as u32 {
-        let start = Instant::now();
-        gpu.rollout_host(
-            ctx,
-            &mut host,
-            &mut obs,
-            &mut out,
-            1,
-            iteration,
-            &mut episodes,
-        )
-        .expect("rollout");
-        episodes.clear();
-        host_times.push(start.elapsed().as_secs_f64());
-    }
-
+    // Host envs with the layered step (a dispatch per layer and one for the
+    // sampler), then with the fused step (one dispatch); the first rollout
+    // (which compiles) untimed.
     let env_steps = (rows * steps) as f64;
-    let host_s = median(host_times);
-    let mut line = format!(
-        "rollout hidden {hidden:?} P={agents} N={num_envs} T={steps}: host env {:.2} ms = {:.0} env-steps/s",
-        host_s * 1e3,
-        env_steps / host_s
-    );
+    let mut line = format!("rollout hidden {hidden:?} P={agents} N={num_envs} T={steps}:");
+    let mut host_s = f64::NAN;
+    for path in [RolloutPath::Layered, RolloutPath::Fused] {
+        let mut gpu = PpoGpu::new(ctx, &spec, &settings).expect("engine");
+        gpu.set_params(ctx, &params).expect("params");
+        gpu.set_rollout_path(path);
+        let mut host = CartPole::new(env_config.clone()).expect("env");
+        let mut obs = vec![0.0; rows * 4];
+        host.reset(1, &mut obs).expect("reset");
+        let mut out = StepOut::new(rows, 4);
+        let mut episodes = Vec::new();
+        let mut host_times = Vec::new();
+        for iteration in 0..=ROLLOUT_REPETITIONS as u32 {
+            let start = Instant::now();
+            gpu.rollout_host(
+                ctx,
+                &mut host,
+                &mut obs,
+                &mut out,
+                1,
+                iteration,
+                &mut episodes,
+            )
+            .expect("rollout");
+            episodes.clear();
+            if iteration > 0 {
+                host_times.push(start.elapsed().as_secs_f64());
+            }
+        }
+        let s = median(host_times);
+        let name = if path == RolloutPath::Layered {
+            host_s = s;
+            "host env"
+        } else {
+            ", host env fused step"
+        };
+        line += &format!(
+            " {name} {:.2} ms = {:.0} env-steps/s",
+            s * 1e3,
+            env_steps / s
+        );
+    }
     // The layered path, then each fused layout: one env per invocation, and
     // for networks with hidden layers the lanes layout with as many envs per
     // workgroup as `FusedLayout::choose` would take (up to 4) at any N.

@@ -138,9 +138,11 @@ pub struct PpoConfig {
     pub checkpoint_every: usize,
     /// Where environments are stepped.
     pub env_device: EnvDevice,
-    /// With `env_device = "gpu"`: "auto" (the fused one-kernel rollout where
-    /// it suits the adapter and network, `train` says which), "fused" or
-    /// "layered" (one dispatch per layer and per env step).
+    /// How the rollout runs: "auto" (fused where it suits the adapter and
+    /// network, `train` says which), "fused" or "layered" (one dispatch per
+    /// layer, one for sampling and, with device envs, one per env step).
+    /// Fused is one kernel for the whole rollout with `env_device = "gpu"`,
+    /// one dispatch per step with host envs.
     pub rollout: RolloutPath,
 }
 
@@ -279,13 +281,6 @@ impl PpoConfig {
     /// the limit it breaks.
     pub fn validate(&self) -> Result<()> {
         check_name("env_id", &self.env_id)?;
-        if self.rollout == RolloutPath::Fused && self.env_device != EnvDevice::Gpu {
-            return Err(Error::config(
-                "rollout",
-                "fused",
-                "the fused rollout steps device envs: set env_device = \"gpu\"",
-            ));
-        }
         check_name("exp_name", &self.exp_name)?;
         let at_least_one = [
             ("num_envs", self.num_envs),

@@ -369,7 +369,7 @@ struct BenchRow {
     steps_per_agent: u64,
     /// Env steps per second over all agents, training only.
     steady_sps: f64,
-    /// Which rollout ran ("host", "layered", "fused lanes E=2", ...).
+    /// Which rollout ran ("host, fused step", "layered", "fused lanes E=2", ...).
     rollout: String,
     /// The rollout phase alone: env steps per second over all agents.
     rollout_sps: f64,
@@ -422,7 +422,7 @@ fn bench(args: &BenchArgs) -> ppo_wgpu::Result<()> {
     let runs_root = std::env::temp_dir().join(format!("ppo-wgpu-bench-{}", std::process::id()));
     let mut rows = Vec::new();
     println!(
-        "{:<8} {:>4} {:>6} {:>10} {:>8} {:>12} {:>12} {:>15} {:>12} {:>10} {:>9} {:>10} {:>8}",
+        "{:<8} {:>4} {:>6} {:>10} {:>8} {:>12} {:>12} {:>17} {:>12} {:>10} {:>9} {:>10} {:>8}",
         "preset",
         "env",
         "agents",
@@ -480,7 +480,7 @@ fn bench(args: &BenchArgs) -> ppo_wgpu::Result<()> {
             wall_s: s.wall_s + startup_s,
         };
         println!(
-            "{:<8} {:>4} {:>6} {:>10} {:>8} {:>12} {:>12.0} {:>15} {:>12.0} {:>10.2} {:>9} {:>10.1} {:>8.1}",
+            "{:<8} {:>4} {:>6} {:>10} {:>8} {:>12} {:>12.0} {:>17} {:>12.0} {:>10.2} {:>9} {:>10.1} {:>8.1}",
             row.preset,
             format!("{:?}", row.env_device).to_lowercase(),
             row.num_agents,

@@ -8,7 +8,10 @@ mod common;
 
 use common::{assert_close, ctx, random_vec, to_f64};
 use ppo_wgpu::env::gpu_cartpole::{CartPoleLimits32, CartPolePhysics32};
-use ppo_wgpu::env::{CartPoleConfig, CartPoleParams, CartPoleState32, GpuCartPole, OBS_DIM};
+use ppo_wgpu::env::{
+    CartPole, CartPoleConfig, CartPoleParams, CartPoleState32, GpuCartPole, StepOut, VecEnv,
+    OBS_DIM,
+};
 use ppo_wgpu::gpu::GpuContext;
 use ppo_wgpu::ops::categorical::SampleKey;
 use ppo_wgpu::ops::gae::{TERMINATED, TRUNCATED};
@@ -486,4 +489,147 @@ fn generated_source_follows_the_network() {
     assert!(lanes.contains("const LANES_E: u32 = 4u;"));
     assert!(lanes.contains("var<workgroup> act_a0: array<f32, 400>;"));
     assert!(per_step_lanes < per_step_deep, "lanes loop less per lane");
+}
+
+/// What a host-env rollout and the update after it leave.
+struct HostOutputs {
+    records: Vec<f32>,
+    obs: Vec<f32>,
+    final_values: Vec<f32>,
+    next_obs: Vec<f32>,
+    value_loss: Vec<f64>,
+    episodes: usize,
+}
+
+/// One rollout on host CartPoles (f64, Gymnasium's), then an update.
+fn run_host(
+    ctx: &GpuContext,
+    spec: &ActorCriticSpec,
+    settings: &UpdateSettings,
+    params: &[f32],
+    max_episode_steps: u32,
+    path: RolloutPath,
+) -> HostOutputs {
+    let rows = settings.num_agents * settings.envs_per_agent;
+    let mut gpu = PpoGpu::new(ctx, spec, settings).unwrap();
+    gpu.set_params(ctx, params).unwrap();
+    gpu.set_rollout_path(path);
+    assert_eq!(
+        gpu.uses_fused_policy_step(ctx).unwrap(),
+        path == RolloutPath::Fused
+    );
+    let b = gpu.rollout_buffers();
+    for buffer in [&b.obs, &b.records, &b.final_values] {
+        buffer.write(ctx, &vec![f32::NAN; buffer.len()]).unwrap();
+    }
+    let config = CartPoleConfig {
+        max_episode_steps,
+        ..CartPoleConfig::new(settings.num_agents, settings.envs_per_agent)
+    };
+    let mut env = CartPole::new(config).unwrap();
+    let mut obs = vec![0.0; rows * OBS_DIM];
+    env.reset(31, &mut obs).unwrap();
+    let mut out = StepOut::new(rows, OBS_DIM);
+    let mut finished = Vec::new();
+    let seed = 555;
+    gpu.rollout_host(ctx, &mut env, &mut obs, &mut out, seed, 3, &mut finished)
+        .unwrap();
+    let records = gpu.read_records(ctx).unwrap();
+    let rollout_obs = gpu.read_rollout_obs(ctx).unwrap();
+    let stats = gpu
+        .update(ctx, Some(&obs), &permutations(seed, 3, settings))
+        .unwrap();
+    HostOutputs {
+        records,
+        obs: rollout_obs,
+        final_values: gpu.read_final_values(ctx).unwrap(),
+        next_obs: obs,
+        value_loss: stats.iter().map(|s| s.value_loss).collect(),
+        episodes: finished.len(),
+    }
+}
+
+/// The one-dispatch host step (`policy_lanes.wgsl`) against the layered
+/// step on the same host envs: the same actions, so the same trajectories;
+/// log-probs, values, observations, truncation bootstraps and the update
+/// after it within float rounding; for CleanRL's network, odd widths with
+/// partial workgroups and the linear policy, one agent (uniform weights)
+/// and populations (storage).
+#[test]
+fn fused_host_step_equals_layered_step() {
+    let _serial = serial();
+    let Some(ctx) = ctx() else { return };
+    for (hidden, p, n, t, max_steps) in [
+        (&[64usize, 64][..], 1, 4, 128, 12),
+        (&[20, 7][..], 3, 5, 64, 10),
+        (&[][..], 2, 9, 64, 10),
+    ] {
+        let spec = ActorCriticSpec::new(OBS_DIM, 2, hidden).unwrap();
+        let settings = settings(p, n, t);
+        let params = random_vec(17, p * spec.param_count(), -0.4, 0.4);
+        let layered = run_host(
+            ctx,
+            &spec,
+            &settings,
+            &params,
+            max_steps,
+            RolloutPath::Layered,
+        );
+        let fused = run_host(
+            ctx,
+            &spec,
+            &settings,
+            &params,
+            max_steps,
+            RolloutPath::Fused,
+        );
+        let what = format!("host step, hidden {hidden:?}, P {p} × N {n}, T {t}");
+        assert_eq!(
+            column(&layered.records, record::ACTION),
+            column(&fused.records, record::ACTION),
+            "{what}: actions"
+        );
+        assert!(layered.episodes > 0, "{what}: no episode ended");
+        assert_eq!(layered.episodes, fused.episodes, "{what}: episodes");
+        assert_eq!(layered.next_obs, fused.next_obs, "{what}: host env states");
+        for (name, field) in [("log-prob", record::LOGPROB), ("value", record::VALUE)] {
+            assert_close(
+                &format!("{what}: {name}"),
+                &to_f64(&column(&layered.records, field)),
+                &column(&fused.records, field),
+                1e-5,
+                1e-5,
+            );
+        }
+        assert_close(
+            &format!("{what}: obs"),
+            &to_f64(&layered.obs),
+            &fused.obs,
+            0.0,
+            0.0,
+        );
+        let bootstrapped: Vec<usize> = (0..layered.final_values.len())
+            .filter(|&i| !layered.final_values[i].is_nan())
+            .collect();
+        assert!(!bootstrapped.is_empty(), "{what}: no truncation");
+        let pick = |v: &[f32]| -> Vec<f32> { bootstrapped.iter().map(|&i| v[i]).collect() };
+        assert_close(
+            &format!("{what}: V(final obs)"),
+            &to_f64(&pick(&layered.final_values)),
+            &pick(&fused.final_values),
+            1e-5,
+            1e-5,
+        );
+        assert_close(
+            &format!("{what}: value loss"),
+            &layered.value_loss,
+            &fused
+                .value_loss
+                .iter()
+                .map(|&v| v as f32)
+                .collect::<Vec<_>>(),
+            1e-4,
+            1e-4,
+        );
+    }
 }

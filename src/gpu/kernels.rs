@@ -67,6 +67,8 @@ library_files! {
     ROLLOUT_LANES_WGSL => "rollout_lanes.wgsl",
     /// What both fused rollout templates share: bindings, sampling, env step writes.
     ROLLOUT_COMMON_WGSL => "rollout_common.wgsl",
+    /// One rollout step for host envs in one dispatch (the lanes layout's forward).
+    POLICY_LANES_WGSL => "policy_lanes.wgsl",
 }
 
 shader_files! {

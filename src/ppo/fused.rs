@@ -30,8 +30,8 @@ use crate::env::CartPoleState32;
 use crate::error::{Error, Result};
 use crate::gpu::buffers::UniformBuffer;
 use crate::gpu::kernels::{
-    create_pipeline_from_source, grid_1d, ENV_CARTPOLE_WGSL, RNG_WGSL, ROLLOUT_COMMON_WGSL,
-    ROLLOUT_FUSED_WGSL, ROLLOUT_LANES_WGSL,
+    create_pipeline_from_source, grid_1d, ENV_CARTPOLE_WGSL, POLICY_LANES_WGSL, RNG_WGSL,
+    ROLLOUT_COMMON_WGSL, ROLLOUT_FUSED_WGSL, ROLLOUT_LANES_WGSL,
 };
 use crate::gpu::{GpuBuffer, GpuContext, WORKGROUP_SIZE};
 use crate::nn::{LayerLayout, MlpSpec};
@@ -96,12 +96,7 @@ impl FusedLayout {
         if spec.hidden.is_empty() || !lanes {
             return FusedLayout::PerEnv;
         }
-        // Two workgroups at least while envs allow (one per core on a CPU
-        // adapter), at most LANES_AUTO_ENVS, within workgroup memory.
-        let limit = ctx.limits.max_compute_workgroup_storage_size as usize;
-        (1..=envs_per_agent.div_ceil(2).clamp(1, LANES_AUTO_ENVS))
-            .rev()
-            .find(|&envs| lanes_workgroup_bytes(spec, envs) <= limit)
+        lanes_envs(ctx, spec, envs_per_agent)
             .map_or(FusedLayout::PerEnv, |envs| FusedLayout::Lanes { envs })
     }
 
@@ -122,6 +117,20 @@ impl FusedLayout {
             }
         }
     }
+}
+
+/// Envs per lanes workgroup for `envs_per_agent` envs: two workgroups at
+/// least while envs allow (one per core on a CPU adapter), at most
+/// [`LANES_AUTO_ENVS`], within workgroup memory (None: not even one fits).
+pub fn lanes_envs(
+    ctx: &GpuContext,
+    spec: &ActorCriticSpec,
+    envs_per_agent: usize,
+) -> Option<usize> {
+    let limit = ctx.limits.max_compute_workgroup_storage_size as usize;
+    (1..=envs_per_agent.div_ceil(2).clamp(1, LANES_AUTO_ENVS))
+        .rev()
+        .find(|&envs| lanes_workgroup_bytes(spec, envs) <= limit)
 }
 
 /// Whether the lanes layout reads the weights from a uniform block: one
@@ -474,6 +483,21 @@ pub fn lanes_rollout_source(
     envs: usize,
     uniform_weights: bool,
 ) -> (String, usize) {
+    lanes_source(ROLLOUT_LANES_WGSL.source, spec, envs, uniform_weights)
+}
+
+/// The WGSL of one rollout step for host envs (`policy_lanes.wgsl`) with
+/// the lanes layout's forward for `spec` and `envs` envs per workgroup.
+pub fn lanes_policy_source(spec: &ActorCriticSpec, envs: usize, uniform_weights: bool) -> String {
+    lanes_source(POLICY_LANES_WGSL.source, spec, envs, uniform_weights).0
+}
+
+fn lanes_source(
+    template: &str,
+    spec: &ActorCriticSpec,
+    envs: usize,
+    uniform_weights: bool,
+) -> (String, usize) {
     let d = spec.obs_dim;
     let actions = spec.num_actions;
     let widest = spec.hidden.iter().copied().max().unwrap_or(0);
@@ -493,6 +517,7 @@ pub fn lanes_rollout_source(
         let _ = writeln!(g, "fn pw(i: u32) -> f32 {{\n    return params[i];\n}}");
     }
     let _ = writeln!(g, "const NUM_ACTIONS: u32 = {actions}u;");
+    let _ = writeln!(g, "const POLICY_OBS: u32 = {d}u;");
     let _ = writeln!(g, "const LANES_WG: u32 = {LANES_WG}u;");
     let _ = writeln!(g, "const LANES_E: u32 = {envs}u;");
     let _ = writeln!(g, "var<workgroup> xs: array<f32, {}>;", envs * d);
@@ -556,7 +581,7 @@ pub fn lanes_rollout_source(
     let _ = writeln!(g, "    workgroupBarrier();\n}}");
 
     let source = [
-        ROLLOUT_LANES_WGSL.source,
+        template,
         ROLLOUT_COMMON_WGSL.source,
         RNG_WGSL.source,
         ENV_CARTPOLE_WGSL.source,
@@ -571,7 +596,7 @@ pub fn lanes_rollout_source(
 }
 
 #[repr(C)]
-#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
 struct FusedDims {
     rows: u32,
     envs_per_agent: u32,
@@ -670,7 +695,6 @@ impl FusedRollout {
         }
         let rows = num_agents * envs_per_agent;
         let max_groups = ctx.limits.max_compute_workgroups_per_dimension;
-        let weight_bytes = (spec.param_count().div_ceil(4) * 16) as u64;
         let uniform_weights = matches!(layout_kind, FusedLayout::Lanes { .. })
             && lanes_uniform_weights(ctx, spec, num_agents);
         let (source, per_step, entry_point, constants, blocks_per_agent, grid) = match layout_kind {
@@ -730,12 +754,7 @@ impl FusedRollout {
                 binding: 11,
                 ..entries[0]
             });
-            ctx.device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some("rollout_lanes weights"),
-                size: weight_bytes,
-                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-                mapped_at_creation: false,
-            })
+            weights_buffer(ctx, spec)
         });
         let layout = ctx
             .device
@@ -887,6 +906,182 @@ impl FusedRollout {
             pass.set_bind_group(0, group, &[]);
             pass.dispatch_workgroups(self.grid.0, self.grid.1, 1);
         }
+    }
+}
+
+fn layout_entry(binding: u32, ty: wgpu::BufferBindingType) -> wgpu::BindGroupLayoutEntry {
+    wgpu::BindGroupLayoutEntry {
+        binding,
+        visibility: wgpu::ShaderStages::COMPUTE,
+        ty: wgpu::BindingType::Buffer {
+            ty,
+            has_dynamic_offset: false,
+            min_binding_size: None,
+        },
+        count: None,
+    }
+}
+
+fn weights_buffer(ctx: &GpuContext, spec: &ActorCriticSpec) -> wgpu::Buffer {
+    ctx.device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("lanes weights"),
+        size: (spec.param_count().div_ceil(4) * 16) as u64,
+        usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    })
+}
+
+/// Why the one-dispatch host step ([`FusedPolicyStep`]) cannot run `spec`
+/// on `ctx` (None: it can).
+pub fn policy_step_support(ctx: &GpuContext, spec: &ActorCriticSpec) -> Option<String> {
+    if let Some(&wide) = spec.hidden.iter().find(|&&h| h > MAX_FUSED_HIDDEN) {
+        return Some(format!(
+            "hidden layer of {wide} exceeds the fused kernel's {MAX_FUSED_HIDDEN}"
+        ));
+    }
+    let limit = ctx.limits.max_compute_workgroup_storage_size;
+    lanes_envs(ctx, spec, 1).is_none().then(|| {
+        format!(
+            "one env's activations ({} bytes) exceed the adapter's {limit} bytes of workgroup memory",
+            lanes_workgroup_bytes(spec, 1)
+        )
+    })
+}
+
+/// The buffers one host-env rollout step reads and writes.
+pub struct PolicyBuffers<'a> {
+    pub params: &'a GpuBuffer<f32>,
+    pub cur_obs: &'a GpuBuffer<f32>,
+    pub obs: &'a GpuBuffer<f32>,
+    pub records: &'a GpuBuffer<f32>,
+    pub actions: &'a GpuBuffer<u32>,
+}
+
+/// One rollout step for envs on the host in one dispatch
+/// (`policy_lanes.wgsl`): the actor and critic forward in the lanes layout,
+/// sampling, the records and the actions, instead of a dispatch per layer
+/// and one for the sampler.
+#[derive(Debug)]
+pub struct FusedPolicyStep {
+    pipeline: wgpu::ComputePipeline,
+    group: wgpu::BindGroup,
+    dims: UniformBuffer<FusedDims>,
+    weights: Option<wgpu::Buffer>,
+    grid: (u32, u32),
+    base: FusedDims,
+}
+
+impl FusedPolicyStep {
+    /// Compiles the step for `spec` and `num_agents` × `envs_per_agent`
+    /// envs and binds it to `buffers`.
+    pub fn new(
+        ctx: &GpuContext,
+        spec: &ActorCriticSpec,
+        num_agents: usize,
+        envs_per_agent: usize,
+        buffers: &PolicyBuffers<'_>,
+    ) -> Result<Self> {
+        let envs = match policy_step_support(ctx, spec) {
+            Some(reason) => return Err(Error::config("rollout path", "fused", reason)),
+            None => lanes_envs(ctx, spec, envs_per_agent).expect("checked by policy_step_support"),
+        };
+        let uniform_weights = lanes_uniform_weights(ctx, spec, num_agents);
+        let source = lanes_policy_source(spec, envs, uniform_weights);
+        use wgpu::BufferBindingType::{Storage, Uniform};
+        let mut entries = vec![
+            layout_entry(0, Uniform),
+            layout_entry(1, Storage { read_only: true }),
+            layout_entry(4, Storage { read_only: false }),
+            layout_entry(5, Storage { read_only: false }),
+            layout_entry(6, Storage { read_only: false }),
+            layout_entry(12, Storage { read_only: false }),
+        ];
+        if uniform_weights {
+            entries.push(layout_entry(11, Uniform));
+        }
+        let layout = ctx
+            .device
+            .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                label: Some("policy_lanes"),
+                entries: &entries,
+            });
+        let pipeline = create_pipeline_from_source(
+            &ctx.device,
+            "policy_lanes.wgsl (generated)",
+            &source,
+            "policy_lanes",
+            &[],
+            &layout,
+        )?;
+        let blocks = envs_per_agent.div_ceil(envs);
+        let base = FusedDims {
+            rows: (num_agents * envs_per_agent) as u32,
+            envs_per_agent: envs_per_agent as u32,
+            param_stride: spec.param_count() as u32,
+            blocks_per_agent: blocks as u32,
+            total_groups: (num_agents * blocks) as u32,
+            ..bytemuck::Zeroable::zeroed()
+        };
+        let dims = UniformBuffer::new(ctx, "policy_lanes dims", &base);
+        let weights = uniform_weights.then(|| weights_buffer(ctx, spec));
+        let mut resources = vec![
+            (0, dims.binding()),
+            (1, buffers.params.binding()),
+            (4, buffers.cur_obs.binding()),
+            (5, buffers.obs.binding()),
+            (6, buffers.records.binding()),
+            (12, buffers.actions.binding()),
+        ];
+        if let Some(weights) = &weights {
+            resources.push((11, weights.as_entire_binding()));
+        }
+        let entries: Vec<wgpu::BindGroupEntry> = resources
+            .into_iter()
+            .map(|(binding, resource)| wgpu::BindGroupEntry { binding, resource })
+            .collect();
+        let group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some("policy_lanes"),
+            layout: &layout,
+            entries: &entries,
+        });
+        let grid = grid_1d(
+            (num_agents * blocks) as u64,
+            1,
+            ctx.limits.max_compute_workgroups_per_dimension,
+        );
+        Ok(FusedPolicyStep {
+            pipeline,
+            group,
+            dims,
+            weights,
+            grid,
+            base,
+        })
+    }
+
+    /// Sets the step and its sampling key (before the step's submission).
+    pub fn prepare(&self, ctx: &GpuContext, step: usize, key: SampleKey) {
+        let dims = FusedDims {
+            t_begin: step as u32,
+            t_end: step as u32 + 1,
+            sample_seed_lo: key.seed as u32,
+            sample_seed_hi: (key.seed >> 32) as u32,
+            iteration: key.iteration,
+            ..self.base
+        };
+        self.dims.write(ctx, &dims);
+    }
+
+    /// Records the weight copy (where uniform) and the step's dispatch.
+    pub fn record(&self, encoder: &mut wgpu::CommandEncoder, params: &GpuBuffer<f32>) {
+        if let Some(weights) = &self.weights {
+            let bytes = (self.base.param_stride * 4) as u64;
+            encoder.copy_buffer_to_buffer(&params.buffer, 0, weights, 0, bytes);
+        }
+        let mut pass = encoder.begin_compute_pass(&Default::default());
+        pass.set_pipeline(&self.pipeline);
+        pass.set_bind_group(0, &self.group, &[]);
+        pass.dispatch_workgroups(self.grid.0, self.grid.1, 1);
     }
 }
 

@@ -19,7 +19,8 @@ use crate::ops::ppo_loss::{stat, LossBuffers, LossCoefs, PpoLoss, ROW_STATS};
 use crate::ops::stats::{self, HISTORY_STATS};
 use crate::ops::RECORD;
 use crate::ppo::fused::{
-    auto_picks_fused, fused_support, FusedBuffers, FusedLayout, FusedRollout, RolloutPath,
+    auto_picks_fused, fused_support, policy_step_support, FusedBuffers, FusedLayout,
+    FusedPolicyStep, FusedRollout, PolicyBuffers, RolloutPath,
 };
 use crate::ppo::net::ActorCriticSpec;
 
@@ -170,6 +171,8 @@ pub struct PpoGpu {
     fused: Option<FusedRollout>,
     /// A layout forced on the fused rollout (tests, benches); None: by size.
     fused_layout: Option<FusedLayout>,
+    /// The one-dispatch rollout step for host envs, once built.
+    policy_step: Option<FusedPolicyStep>,
     /// True after `rollout_gpu`: rewards, flags and the next observations are
     /// on the device, and `update` must not overwrite them from the host.
     rollout_on_device: bool,
@@ -417,6 +420,7 @@ impl PpoGpu {
             rollout_path: RolloutPath::Auto,
             fused: None,
             fused_layout: None,
+            policy_step: None,
             rollout_on_device: false,
             step_readback,
             pending_final: None,
@@ -649,6 +653,9 @@ impl PpoGpu {
         }
         self.cur_obs.write(ctx, obs)?;
         self.rollout_on_device = false;
+        if self.uses_fused_policy_step(ctx)? {
+            return self.fused_policy_step(ctx, step, key);
+        }
         self.sample.set_step(ctx, Some(key), step as u32);
         let mut encoder = ctx.device.create_command_encoder(&Default::default());
         self.record_pending_final(&mut encoder);
@@ -670,6 +677,55 @@ impl PpoGpu {
             step as u64 * obs_bytes,
             obs_bytes,
         );
+        self.step_readback
+            .record_copy(&mut encoder, &self.actions, 0);
+        ctx.queue.submit([encoder.finish()]);
+        let bytes = self.step_readback.read_bytes(ctx)?;
+        Ok(decode(&bytes, 0, self.actions.len()))
+    }
+
+    /// Whether [`PpoGpu::rollout_step`] takes the one-dispatch fused step
+    /// ([`FusedPolicyStep`]): with [`RolloutPath::Auto`] wherever it is
+    /// supported; an error where [`RolloutPath::Fused`] was asked for and it
+    /// is not.
+    pub fn uses_fused_policy_step(&self, ctx: &GpuContext) -> Result<bool> {
+        match (self.rollout_path, policy_step_support(ctx, &self.spec)) {
+            (RolloutPath::Layered, _) => Ok(false),
+            (RolloutPath::Auto, reason) => Ok(reason.is_none()),
+            (RolloutPath::Fused, None) => Ok(true),
+            (RolloutPath::Fused, Some(reason)) => {
+                Err(Error::config("rollout path", "fused", reason))
+            }
+        }
+    }
+
+    /// [`PpoGpu::rollout_step`] as one dispatch (after `cur_obs` is written).
+    fn fused_policy_step(
+        &mut self,
+        ctx: &GpuContext,
+        step: usize,
+        key: SampleKey,
+    ) -> Result<Vec<u32>> {
+        if self.policy_step.is_none() {
+            self.policy_step = Some(FusedPolicyStep::new(
+                ctx,
+                &self.spec,
+                self.settings.num_agents,
+                self.settings.envs_per_agent,
+                &PolicyBuffers {
+                    params: &self.params,
+                    cur_obs: &self.cur_obs,
+                    obs: &self.rollout.obs,
+                    records: &self.rollout.records,
+                    actions: &self.actions,
+                },
+            )?);
+        }
+        let mut encoder = ctx.device.create_command_encoder(&Default::default());
+        self.record_pending_final(&mut encoder);
+        let policy = self.policy_step.as_ref().expect("built above");
+        policy.prepare(ctx, step, key);
+        policy.record(&mut encoder, &self.params);
         self.step_readback
             .record_copy(&mut encoder, &self.actions, 0);
         ctx.queue.submit([encoder.finish()]);

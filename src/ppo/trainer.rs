@@ -255,12 +255,17 @@ pub fn train(config: &PpoConfig, ctx: &GpuContext, options: &TrainOptions) -> Re
     })?;
     let mut gpu = PpoGpu::new(ctx, &spec, &settings)?;
     gpu.set_rollout_path(config.rollout);
-    if config.env_device == EnvDevice::Gpu {
-        // A fused rollout asked for and not possible is refused before any work.
+    // A fused rollout asked for and not possible is refused before any work.
+    let rollout_line = if config.env_device == EnvDevice::Gpu {
         gpu.uses_fused_rollout(ctx)?;
-        if options.progress {
-            eprintln!("rollout: {}", gpu.rollout_path_description(ctx));
-        }
+        gpu.rollout_path_description(ctx)
+    } else if gpu.uses_fused_policy_step(ctx)? {
+        "host envs, one dispatch per step (forward, critic and sampling fused)".to_string()
+    } else {
+        "host envs, a dispatch per layer and one for sampling per step".to_string()
+    };
+    if options.progress {
+        eprintln!("rollout: {rollout_line}");
     }
     let env_config = CartPoleConfig {
         max_episode_steps,
@@ -415,7 +420,12 @@ pub fn train(config: &PpoConfig, ctx: &GpuContext, options: &TrainOptions) -> Re
     let mut finished = Vec::new();
     // Seconds in each phase this run, for the summary's per-phase figures.
     let (mut rollout_s, mut update_s, mut updates) = (0.0, 0.0, 0usize);
-    let mut rollout_path = "host".to_string();
+    let mut rollout_path = if gpu.uses_fused_policy_step(ctx)? {
+        "host, fused step"
+    } else {
+        "host, layered"
+    }
+    .to_string();
     let mut all_rows: Vec<MetricsRow> = read_metrics(&run.metrics_path())?;
     let mut iteration = start_iteration - 1;
 

@@ -36,8 +36,8 @@ pub struct Summary {
     pub final_eval_mean: Vec<f64>,
     /// Per agent: standard deviation of that return.
     pub final_eval_std: Vec<f64>,
-    /// Which rollout ran: "host" (envs on the host), "layered", or "fused"
-    /// with its layout (`env_device = gpu`).
+    /// Which rollout ran: "host, fused step" or "host, layered" (envs on
+    /// the host), "layered", or "fused" with its layout (`env_device = gpu`).
     pub rollout: String,
     /// The rollout phase alone: env steps over all agents per second of
     /// rollouts (this run's part, after a resume).
