@@ -15,7 +15,8 @@
 // Bindings: rollout_common.wgsl's 0 (Dims), 1 (params), 4 (cur_obs), 5
 //   (obs), 6 (records), 11 (uniform weights, where one agent's fit), and
 //   12 actions [rows] u32.
-// Dispatch: total_groups workgroups folded into (x, y) when large.
+// Dispatch: total_groups workgroups (all agents', or one agent's with
+//   uniform weights) folded into (x, y) when large.
 // CPU reference: the layered rollout step (tests/fused_rollout.rs).
 
 @group(0) @binding(12) var<storage, read_write> actions: array<u32>;
@@ -28,12 +29,12 @@ fn policy_lanes(@builtin(local_invocation_index) lid: u32,
     if (g >= dims.total_groups) {
         return;
     }
-    let agent = g / dims.blocks_per_agent;
+    let agent = lanes_agent(g);
     let e = min(lid, LANES_E - 1u);
-    let n = (g % dims.blocks_per_agent) * LANES_E + e;
+    let n = lanes_block(g) * LANES_E + e;
     let live = lid < LANES_E && n < dims.envs_per_agent;
     let r = agent * dims.envs_per_agent + min(n, dims.envs_per_agent - 1u);
-    let base = agent * dims.param_stride;
+    let base = weight_base(agent);
     let t = dims.t_begin;
     let at = t * dims.rows + r;
     if (lid < LANES_E) {

@@ -33,7 +33,8 @@ struct Dims {
     // 0: added to loop bounds the compiler must not see (llvmpipe's JIT
     // time grows with unrolled code).
     pad: u32,
-    // rollout_lanes: workgroups per agent (ceil(N / LANES_E)) and in all.
+    // The lanes kernels: workgroups per agent (ceil(N / LANES_E)) and per
+    // dispatch.
     blocks_per_agent: u32,
     total_groups: u32,
     pad1: u32,

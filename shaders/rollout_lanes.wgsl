@@ -6,7 +6,9 @@
 // function lanes_forward, see ppo::fused).
 //
 // One workgroup of LANES_WG invocations runs LANES_E envs of one agent
-// (agent = group / blocks_per_agent). Per step:
+// (lanes_agent / lanes_block: from the group index where the weights come
+// from storage; from the agent's uniform block where each agent has its
+// own dispatch). Per step:
 //   lanes_forward: every lane computes its hidden units (unit o = lane +
 //   k * LANES_WG of every layer, both networks) for all LANES_E envs, each
 //   weight loaded once for them, activations in workgroup memory with a
@@ -23,7 +25,8 @@
 // Lanes whose env is past N compute on a clamped env and write nothing.
 //
 // Bindings: rollout_common.wgsl.
-// Dispatch: total_groups workgroups folded into (x, y) when large; the host
+// Dispatch: total_groups workgroups (all agents', or one agent's with
+//   uniform weights) folded into (x, y) when large; the host
 //   splits T into several dispatches where an adapter caps the loop
 //   iterations of one invocation (llvmpipe).
 // CPU reference: ppo::fused::fused_rollout_cpu, and the layered device
@@ -37,12 +40,12 @@ fn rollout_lanes(@builtin(local_invocation_index) lid: u32,
     if (g >= dims.total_groups) {
         return;
     }
-    let agent = g / dims.blocks_per_agent;
+    let agent = lanes_agent(g);
     let e = min(lid, LANES_E - 1u);
-    let n = (g % dims.blocks_per_agent) * LANES_E + e;
+    let n = lanes_block(g) * LANES_E + e;
     let live = lid < LANES_E && n < dims.envs_per_agent;
     let r = agent * dims.envs_per_agent + min(n, dims.envs_per_agent - 1u);
-    let base = agent * dims.param_stride;
+    let base = weight_base(agent);
     let p = physics[r];
     var s = states[r];
     if (lid < LANES_E) {

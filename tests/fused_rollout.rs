@@ -245,6 +245,9 @@ fn fused_rollout_equals_layered_rollout() {
         (&[16][..], 3, 4, 64, 25, per_env),
         (&[20, 7][..], 3, 5, 64, 25, lanes(2)),
         (&[16, 24, 8][..], 2, 3, 64, 20, lanes(3)),
+        // Weights too big for a uniform block: read from storage.
+        (&[128, 128][..], 2, 3, 48, 20, lanes(2)),
+        (&[128, 128][..], 1, 4, 48, 8, lanes(2)),
     ] {
         let spec = ActorCriticSpec::new(OBS_DIM, 2, hidden).unwrap();
         let settings = settings(p, n, t);
@@ -426,14 +429,19 @@ fn wide_networks_fall_back_to_the_layered_path() {
         gpu.fused_layout(ctx),
         FusedLayout::Lanes { envs: 1 }
     ));
-    // Many envs: one agent keeps the lanes layout (its weights in a uniform
-    // block); a population's agents read theirs from storage, and there one
-    // env per invocation takes over.
+    // Many envs: the lanes layout stays where an agent's weights fit a
+    // uniform block (read without a per-lane loop); where they do not
+    // (128-128: 139 KB), one env per invocation takes over.
     let many = LANES_UP_TO_ENVS + 1;
-    assert!(lanes_uniform_weights(ctx, &small, 1));
-    assert!(!lanes_uniform_weights(ctx, &small, 2));
+    let big = ActorCriticSpec::new(OBS_DIM, 2, &[128, 128]).unwrap();
+    assert!(lanes_uniform_weights(ctx, &small));
+    assert!(!lanes_uniform_weights(ctx, &big));
     assert!(matches!(
-        FusedLayout::choose(ctx, &small, 1, many),
+        FusedLayout::choose(ctx, &small, many),
+        FusedLayout::Lanes { envs: 4 }
+    ));
+    assert!(matches!(
+        FusedLayout::choose(ctx, &big, LANES_UP_TO_ENVS),
         FusedLayout::Lanes { envs: 4 }
     ));
     let population = UpdateSettings {
@@ -441,18 +449,15 @@ fn wide_networks_fall_back_to_the_layered_path() {
         envs_per_agent: many,
         ..settings
     };
-    let gpu = PpoGpu::new(ctx, &small, &population).unwrap();
+    let gpu = PpoGpu::new(ctx, &big, &population).unwrap();
     assert_eq!(gpu.fused_layout(ctx), FusedLayout::PerEnv);
     assert_eq!(
         gpu.uses_fused_rollout(ctx).unwrap(),
         !ctx.adapter.is_software
     );
-    assert_eq!(
-        auto_picks_fused(ctx, &small, 2, many),
-        !ctx.adapter.is_software
-    );
+    assert_eq!(auto_picks_fused(ctx, &big, many), !ctx.adapter.is_software);
     let linear = ActorCriticSpec::new(OBS_DIM, 2, &[]).unwrap();
-    assert!(auto_picks_fused(ctx, &linear, 1, 512));
+    assert!(auto_picks_fused(ctx, &linear, 512));
     // A lanes layout that does not fit workgroup memory is refused, naming it.
     let mut gpu = PpoGpu::new(ctx, &spec_256(), &settings).unwrap();
     gpu.set_rollout_path(RolloutPath::Fused);

@@ -354,14 +354,8 @@ impl PpoGpu {
 
     /// The layout the fused rollout takes for this engine's sizes.
     pub fn fused_layout(&self, ctx: &GpuContext) -> FusedLayout {
-        self.fused_layout.unwrap_or_else(|| {
-            FusedLayout::choose(
-                ctx,
-                &self.spec,
-                self.settings.num_agents,
-                self.settings.envs_per_agent,
-            )
-        })
+        self.fused_layout
+            .unwrap_or_else(|| FusedLayout::choose(ctx, &self.spec, self.settings.envs_per_agent))
     }
 
     /// Why the fused rollout cannot run this policy on `ctx` (None: it can).
@@ -391,12 +385,7 @@ impl PpoGpu {
     /// [`RolloutPath::Fused`] was asked for and is not supported.
     pub fn uses_fused_rollout(&self, ctx: &GpuContext) -> Result<bool> {
         takes_fused(self.rollout_path, self.fused_unsupported(ctx), || {
-            auto_picks_fused(
-                ctx,
-                &self.spec,
-                self.settings.num_agents,
-                self.settings.envs_per_agent,
-            )
+            auto_picks_fused(ctx, &self.spec, self.settings.envs_per_agent)
         })
     }
 
