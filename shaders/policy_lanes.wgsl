@@ -29,12 +29,11 @@ fn policy_lanes(@builtin(local_invocation_index) lid: u32,
     if (g >= dims.total_groups) {
         return;
     }
-    let agent = lanes_agent(g);
-    let e = min(lid, LANES_E - 1u);
-    let n = lanes_block(g) * LANES_E + e;
-    let live = lid < LANES_E && n < dims.envs_per_agent;
-    let r = agent * dims.envs_per_agent + min(n, dims.envs_per_agent - 1u);
-    let base = weight_base(agent);
+    let row = lanes_row(lid, g);
+    let e = row.e;
+    let r = row.r;
+    let live = row.live;
+    let base = row.base;
     let t = dims.t_begin;
     let at = t * dims.rows + r;
     if (lid < LANES_E) {

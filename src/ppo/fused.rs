@@ -476,6 +476,28 @@ fn emit_lanes_heads(
     iterations
 }
 
+/// Where a lane of a lanes workgroup sits (both lanes templates): its env
+/// slot, the env's row (clamped for lanes past N), whether that env is
+/// live, and its agent's weight offset; after the generated lanes_agent,
+/// lanes_block and weight_base.
+const LANES_ROW_WGSL: &str = "
+struct LanesRow {
+    e: u32,
+    r: u32,
+    live: bool,
+    base: u32,
+}
+
+fn lanes_row(lid: u32, g: u32) -> LanesRow {
+    let agent = lanes_agent(g);
+    let e = min(lid, LANES_E - 1u);
+    let n = lanes_block(g) * LANES_E + e;
+    let live = lid < LANES_E && n < dims.envs_per_agent;
+    let r = agent * dims.envs_per_agent + min(n, dims.envs_per_agent - 1u);
+    return LanesRow(e, r, live, weight_base(agent));
+}
+";
+
 /// The lanes layout's WGSL for `spec` with `envs` envs per workgroup and the
 /// CartPole device env, its weights read from `params` or (with
 /// `uniform_weights`) from a uniform copy per agent, and the loop iterations one
@@ -552,6 +574,7 @@ fn lanes_source(
     let _ = writeln!(g, "var<workgroup> lane_truncated: array<u32, {envs}>;");
     let _ = writeln!(g, "var<workgroup> any_truncated: u32;");
 
+    g.push_str(LANES_ROW_WGSL);
     let actor = spec.actor().layers(0);
     let critic = spec.critic().layers(spec.critic_base());
     let hidden = spec.hidden.len();
