@@ -413,7 +413,7 @@ fn wide_networks_fall_back_to_the_layered_path() {
     gpu.set_rollout_path(RolloutPath::Fused);
     match gpu.rollout_gpu(ctx, &mut env, 1, 1) {
         Err(Error::InvalidConfig { field, reason, .. }) => {
-            assert_eq!(field, "rollout path");
+            assert_eq!(field, "rollout");
             assert!(reason.contains(&wide.to_string()), "{reason}");
         }
         other => panic!("expected a refusal, got {other:?}"),

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::{ctx, only_run_dir};
-use ppo_wgpu::config::{EnvDevice, PpoConfig};
+use ppo_wgpu::config::{EnvDevice, PpoConfig, RolloutPath};
 use ppo_wgpu::gpu::GpuContext;
 use ppo_wgpu::ppo::trainer::{train, TrainOptions};
 use ppo_wgpu::run::{load_checkpoint, read_metrics, MetricsRow};
@@ -229,10 +229,21 @@ fn invalid_configs_are_refused_before_any_work() {
     let Some(ctx) = ctx() else { return };
     let root = scratch_dir("invalid");
     type Breaker = fn(&mut PpoConfig);
-    let cases: [(&str, Breaker); 3] = [
+    let cases: [(&str, Breaker); 5] = [
         ("num_envs", |c| c.num_envs = 0),
         ("num_minibatches", |c| c.num_minibatches = 3),
         ("learning_rate", |c| c.learning_rate = -1.0),
+        // A fused rollout asked for where the network is too wide for it,
+        // with device envs and with host envs.
+        ("rollout = fused: hidden layer of 300", |c| {
+            c.hidden = vec![300];
+            c.rollout = RolloutPath::Fused;
+            c.env_device = EnvDevice::Gpu;
+        }),
+        ("rollout = fused: hidden layer of 300", |c| {
+            c.hidden = vec![300];
+            c.rollout = RolloutPath::Fused;
+        }),
     ];
     for (field, break_it) in cases {
         let mut config = small_config(2048);

@@ -729,7 +729,7 @@ impl FusedRollout {
         layout_kind: FusedLayout,
     ) -> Result<Self> {
         if let Some(reason) = fused_support(ctx, spec, spec.obs_dim) {
-            return Err(Error::config("rollout path", "fused", reason));
+            return Err(Error::config("rollout", "fused", reason));
         }
         let rows = num_agents * envs_per_agent;
         let max_groups = ctx.limits.max_compute_workgroups_per_dimension;
@@ -1114,7 +1114,7 @@ impl FusedPolicyStep {
         buffers: &PolicyBuffers<'_>,
     ) -> Result<Self> {
         let envs = match policy_step_support(ctx, spec) {
-            Some(reason) => return Err(Error::config("rollout path", "fused", reason)),
+            Some(reason) => return Err(Error::config("rollout", "fused", reason)),
             None => lanes_envs(ctx, spec, envs_per_agent).expect("checked by policy_step_support"),
         };
         let uniform_weights = num_agents == 1 && lanes_uniform_weights(ctx, spec);

@@ -466,6 +466,6 @@ fn takes_fused(
         (RolloutPath::Layered, _) => Ok(false),
         (RolloutPath::Auto, reason) => Ok(reason.is_none() && auto()),
         (RolloutPath::Fused, None) => Ok(true),
-        (RolloutPath::Fused, Some(reason)) => Err(Error::config("rollout path", "fused", reason)),
+        (RolloutPath::Fused, Some(reason)) => Err(Error::config("rollout", "fused", reason)),
     }
 }
