@@ -147,7 +147,7 @@ fn run(
             .collect(),
         cur_obs: gpu.read_current_obs(ctx).unwrap(),
         states: env.read_states(ctx).unwrap(),
-        fused: stats.fused,
+        fused: stats.fused_layout.is_some(),
         layout: stats.fused_layout,
         dispatches: stats.dispatches,
     }
@@ -409,7 +409,10 @@ fn wide_networks_fall_back_to_the_layered_path() {
     assert!(gpu.fused_unsupported(ctx).is_some());
     let mut env = GpuCartPole::new(ctx, CartPoleConfig::new(1, 2), 4).unwrap();
     let stats = gpu.rollout_gpu(ctx, &mut env, 1, 0).unwrap();
-    assert!(!stats.fused, "Auto took the fused path for hidden {wide}");
+    assert!(
+        stats.fused_layout.is_none(),
+        "Auto took the fused path for hidden {wide}"
+    );
     gpu.set_rollout_path(RolloutPath::Fused);
     match gpu.rollout_gpu(ctx, &mut env, 1, 1) {
         Err(Error::InvalidConfig { field, reason, .. }) => {

@@ -189,10 +189,8 @@ pub fn fused_support(ctx: &GpuContext, spec: &ActorCriticSpec, obs_dim: usize) -
             spec.obs_dim
         ));
     }
-    if let Some(&wide) = spec.hidden.iter().find(|&&h| h > MAX_FUSED_HIDDEN) {
-        return Some(format!(
-            "hidden layer of {wide} exceeds the fused kernel's {MAX_FUSED_HIDDEN}"
-        ));
+    if let Some(reason) = too_wide(spec) {
+        return Some(reason);
     }
     let have = ctx.limits.max_storage_buffers_per_shader_stage;
     if have < FUSED_STORAGE_BUFFERS {
@@ -201,6 +199,14 @@ pub fn fused_support(ctx: &GpuContext, spec: &ActorCriticSpec, obs_dim: usize) -
         ));
     }
     None
+}
+
+/// The widest hidden layer, where it exceeds [`MAX_FUSED_HIDDEN`].
+fn too_wide(spec: &ActorCriticSpec) -> Option<String> {
+    let wide = spec.hidden.iter().find(|&&h| h > MAX_FUSED_HIDDEN)?;
+    Some(format!(
+        "hidden layer of {wide} exceeds the fused kernel's {MAX_FUSED_HIDDEN}"
+    ))
 }
 
 /// Whether [`RolloutPath::Auto`] takes the fused kernel for `spec` and
@@ -780,27 +786,11 @@ impl FusedRollout {
         } else {
             num_steps
         };
-        let storage = |binding: u32, read_only: bool| wgpu::BindGroupLayoutEntry {
-            binding,
-            visibility: wgpu::ShaderStages::COMPUTE,
-            ty: wgpu::BindingType::Buffer {
-                ty: wgpu::BufferBindingType::Storage { read_only },
-                has_dynamic_offset: false,
-                min_binding_size: None,
-            },
-            count: None,
-        };
-        let mut entries = vec![wgpu::BindGroupLayoutEntry {
-            binding: 0,
-            visibility: wgpu::ShaderStages::COMPUTE,
-            ty: wgpu::BindingType::Buffer {
-                ty: wgpu::BufferBindingType::Uniform,
-                has_dynamic_offset: false,
-                min_binding_size: None,
-            },
-            count: None,
-        }];
-        entries.extend((1..=10).map(|b| storage(b, b <= 2)));
+        let mut entries = vec![layout_entry(0, wgpu::BufferBindingType::Uniform)];
+        entries.extend(
+            (1..=10)
+                .map(|b| layout_entry(b, wgpu::BufferBindingType::Storage { read_only: b <= 2 })),
+        );
         let weights = uniform_weights.then(|| {
             entries.push(UniformWeights::layout_entry());
             UniformWeights::new(ctx, spec, num_agents)
@@ -1073,10 +1063,8 @@ impl UniformWeights {
 /// Why the one-dispatch host step ([`FusedPolicyStep`]) cannot run `spec`
 /// on `ctx` (None: it can).
 pub fn policy_step_support(ctx: &GpuContext, spec: &ActorCriticSpec) -> Option<String> {
-    if let Some(&wide) = spec.hidden.iter().find(|&&h| h > MAX_FUSED_HIDDEN) {
-        return Some(format!(
-            "hidden layer of {wide} exceeds the fused kernel's {MAX_FUSED_HIDDEN}"
-        ));
+    if let Some(reason) = too_wide(spec) {
+        return Some(reason);
     }
     let limit = ctx.limits.max_compute_workgroup_storage_size;
     lanes_envs(ctx, spec, 1).is_none().then(|| {

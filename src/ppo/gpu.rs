@@ -124,9 +124,7 @@ pub struct RolloutStats {
     /// (where some env could be truncated); 0 for the fused rollout, which
     /// runs it per env where a truncation happens.
     pub final_value_steps: usize,
-    /// Whether the fused rollout ran (else the layered one).
-    pub fused: bool,
-    /// The fused rollout's layout, where it ran.
+    /// The fused rollout's layout where it ran; None: the layered rollout.
     pub fused_layout: Option<FusedLayout>,
     /// Kernel dispatches the rollout recorded.
     pub dispatches: usize,

@@ -332,15 +332,16 @@ impl PpoGpu {
         Ok(RolloutStats {
             episodes,
             final_value_steps,
-            fused: false,
             fused_layout: None,
             dispatches: t_count * per_step
                 + final_value_steps * self.final_critic.forward_dispatches().count(),
         })
     }
 
-    /// Chooses the rollout path for device envs: [`RolloutPath::Auto`]
-    /// (the default) takes the fused kernel where [`fused_support`] allows.
+    /// Chooses the rollout path, for device envs (one fused kernel) and host
+    /// envs (one fused dispatch per step): [`RolloutPath::Auto`], the
+    /// default, takes the fused one where it is supported and suits the
+    /// adapter.
     pub fn set_rollout_path(&mut self, path: RolloutPath) {
         self.rollout_path = path;
     }
@@ -447,7 +448,6 @@ impl PpoGpu {
         Ok(RolloutStats {
             episodes,
             final_value_steps: 0,
-            fused: true,
             fused_layout: Some(self.fused.as_ref().expect("built above").layout()),
             dispatches: self.fused.as_ref().expect("built above").dispatch_count(),
         })
