@@ -1,7 +1,9 @@
-//! First-use cost of the fused rollout kernels: the first rollout (which
-//! compiles the kernel on Mesa) and the median of 5 more, for each layout
-//! named. Set `MESA_SHADER_CACHE_DISABLE=true` to measure compiles on Mesa:
-//! `cargo run --release --example fused_compile -- 64,64 4 lanes:2 per-env`
+//! First-use cost of the fused kernels: the first rollout (which compiles
+//! the kernel on Mesa) and the median of 5 more, for each layout named; or
+//! the first update and the median of 5 more for `update:fused` /
+//! `update:layered`. Set `MESA_SHADER_CACHE_DISABLE=true` to measure
+//! compiles on Mesa:
+//! `cargo run --release --example fused_compile -- 64,64 4 lanes:2 per-env update:fused`
 //! (hidden sizes, envs, layouts).
 
 use std::time::Instant;
@@ -10,7 +12,7 @@ use ppo_wgpu::config::PpoConfig;
 use ppo_wgpu::env::{CartPoleConfig, GpuCartPole};
 use ppo_wgpu::ppo::fused::FusedLayout;
 use ppo_wgpu::ppo::trainer::{initial_params, update_settings};
-use ppo_wgpu::ppo::{ActorCriticSpec, PpoGpu, RolloutPath};
+use ppo_wgpu::ppo::{permutations, ActorCriticSpec, PpoGpu, RolloutPath, UpdatePath};
 use ppo_wgpu::{AdapterOptions, GpuContext};
 
 fn main() {
@@ -27,6 +29,39 @@ fn main() {
     config.num_envs = num_envs;
     let settings = update_settings(&config);
     for layout in args.iter().skip(2) {
+        if let Some(path) = layout.strip_prefix("update:") {
+            let path = match path {
+                "fused" => UpdatePath::Fused,
+                _ => UpdatePath::Layered,
+            };
+            let mut gpu = PpoGpu::new(&ctx, &spec, &settings).expect("engine");
+            gpu.set_params(&ctx, &initial_params(&spec, 1, 1))
+                .expect("params");
+            gpu.set_update_path(path);
+            let mut env =
+                GpuCartPole::new(&ctx, CartPoleConfig::new(1, num_envs), config.num_steps)
+                    .expect("env");
+            env.reset(&ctx, 1).expect("reset");
+            gpu.rollout_gpu(&ctx, &mut env, 1, 0).expect("rollout");
+            let perm = permutations(1, 1, &settings);
+            let start = Instant::now();
+            gpu.update(&ctx, None, &perm).expect("update");
+            let first = start.elapsed().as_secs_f64();
+            let mut times: Vec<f64> = (0..5)
+                .map(|_| {
+                    let start = Instant::now();
+                    gpu.update(&ctx, None, &perm).expect("update");
+                    start.elapsed().as_secs_f64()
+                })
+                .collect();
+            times.sort_by(f64::total_cmp);
+            println!(
+                "hidden {hidden:?} N={num_envs} update {path:?}: first update {first:.2} s, then {:.2} ms ({} dispatches)",
+                times[2] * 1e3,
+                gpu.update_dispatch_count()
+            );
+            continue;
+        }
         let kind = match layout.strip_prefix("lanes:") {
             Some(envs) => FusedLayout::Lanes {
                 envs: envs.parse().expect("lanes:E"),

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 pub use crate::ppo::fused::RolloutPath;
+pub use crate::ppo::fused_update::UpdatePath;
 
 /// Most rollout rows (`num_agents × num_envs × num_steps`) a run may ask
 /// for: 2^28 rows of a 4-float observation already need 4 GiB of buffers, so
@@ -24,7 +25,7 @@ pub const PRESET_NAMES: [&str; 5] = ["default", "cleanrl", "seed", "linear", "me
 
 /// Every key a TOML file or `--set` may name, in struct order. A test keeps
 /// it equal to the fields serde sees.
-pub const FIELD_NAMES: [&str; 28] = [
+pub const FIELD_NAMES: [&str; 29] = [
     "env_id",
     "exp_name",
     "seed",
@@ -53,6 +54,7 @@ pub const FIELD_NAMES: [&str; 28] = [
     "checkpoint_every",
     "env_device",
     "rollout",
+    "update",
 ];
 
 /// Where environments are stepped.
@@ -144,6 +146,11 @@ pub struct PpoConfig {
     /// Fused is one kernel for the whole rollout with `env_device = "gpu"`,
     /// one dispatch per step with host envs.
     pub rollout: RolloutPath,
+    /// How each minibatch step runs: "auto" (today the layered one),
+    /// "fused" (forward, loss and backward of both networks in two
+    /// dispatches; refused where the network or minibatch is too large for
+    /// it) or "layered" (a dispatch per layer and pass).
+    pub update: UpdatePath,
 }
 
 /// Sizes derived from a configuration (CleanRL computes them in one place too).
@@ -190,6 +197,7 @@ impl Default for PpoConfig {
             checkpoint_every: 0,
             env_device: EnvDevice::Cpu,
             rollout: RolloutPath::Auto,
+            update: UpdatePath::Auto,
         }
     }
 }

@@ -10,6 +10,7 @@ use naga::valid::{Capabilities, ValidationFlags, Validator};
 use ppo_wgpu::gpu::kernels::LIBRARY_SHADERS;
 use ppo_wgpu::gpu::{Kernel, ALL_SHADERS};
 use ppo_wgpu::ppo::fused::{fused_rollout_source, lanes_rollout_source};
+use ppo_wgpu::ppo::fused_update::update_rows_source;
 use ppo_wgpu::ppo::ActorCriticSpec;
 
 fn translate_all(name: &str, source: &str) -> Vec<String> {
@@ -179,6 +180,37 @@ fn generated_fused_rollouts_translate_to_every_backend() {
             let name =
                 format!("rollout_lanes for hidden {hidden:?}, {envs} envs, uniform {uniform}");
             assert_eq!(translate_all(&name, &source), ["rollout_lanes"], "{name}");
+        }
+    }
+}
+
+/// The fused update's row pass is generated per network and rows per
+/// workgroup: the shapes the presets and tests use, on every backend.
+#[test]
+fn generated_fused_updates_translate_to_every_backend() {
+    for (hidden, actions) in [
+        (&[][..], 2),
+        (&[64usize, 64][..], 2),
+        (&[20, 37, 5][..], 3),
+        (&[256, 256][..], 2),
+    ] {
+        let spec = ActorCriticSpec::new(4, actions, hidden).unwrap();
+        for rows in [1, 2, 4] {
+            let source = update_rows_source(&spec, rows);
+            if std::env::var_os("PPO_DUMP_WGSL").is_some() {
+                let path = std::env::temp_dir().join(format!(
+                    "update_rows_{}_{rows}.wgsl",
+                    hidden
+                        .iter()
+                        .map(|h| h.to_string())
+                        .collect::<Vec<_>>()
+                        .join("-")
+                ));
+                std::fs::write(&path, &source).unwrap();
+            }
+            let name = format!("update_rows for hidden {hidden:?}, {rows} rows per workgroup");
+            assert_eq!(translate_all(&name, &source), ["update_rows"], "{name}");
+            assert!(source.starts_with("// "), "{name}: header comment");
         }
     }
 }

@@ -12,7 +12,7 @@ use ppo_wgpu::ops::gae::{GaeVariant, TERMINATED, TRUNCATED};
 use ppo_wgpu::ops::ppo_loss::{stat, LossCoefs};
 use ppo_wgpu::ops::{record, RECORD};
 use ppo_wgpu::ppo::reference::{reference_update, ReferenceInputs};
-use ppo_wgpu::ppo::{permutations, ActorCriticSpec, PpoGpu, UpdateSettings};
+use ppo_wgpu::ppo::{permutations, ActorCriticSpec, PpoGpu, UpdatePath, UpdateSettings};
 use rand::{Rng, SeedableRng};
 
 fn column(records: &[f32], field: usize) -> Vec<f32> {
@@ -41,24 +41,28 @@ fn settings(num_agents: usize, num_steps: usize, envs: usize) -> UpdateSettings 
     }
 }
 
-/// A rollout of random observations through the GPU policy, with random
-/// rewards, terminations and truncations, then one GPU update and the
-/// reference update from the same data; returns the number of truncations.
-fn check_update(ctx: &GpuContext, hidden: &[usize], settings: &UpdateSettings, seed: u64) -> usize {
-    let spec = ActorCriticSpec::new(4, 2, hidden).unwrap();
-    let mut gpu = PpoGpu::new(ctx, &spec, settings).unwrap();
-    let (p_count, t_count, n) = (
-        settings.num_agents,
-        settings.num_steps,
-        settings.envs_per_agent,
-    );
-    let rows = p_count * n;
-    let k = spec.param_count();
-    let params = random_vec(seed, p_count * k, -0.3, 0.3);
-    gpu.set_params(ctx, &params).unwrap();
-    let learning_rates: Vec<f64> = (0..p_count).map(|p| 2.5e-4 * (1.0 + p as f64)).collect();
-    gpu.set_learning_rates(&learning_rates).unwrap();
+/// What [`random_rollout`] fed the GPU.
+struct Rollout {
+    obs: Vec<f32>,
+    rewards: Vec<f32>,
+    flags: Vec<u32>,
+    final_obs: Vec<f32>,
+    next_obs: Vec<f32>,
+    truncations: usize,
+}
 
+/// Random observations through the GPU policy (its sampled actions
+/// recorded), random rewards, terminations and truncations.
+fn random_rollout(
+    ctx: &GpuContext,
+    gpu: &mut PpoGpu,
+    settings: &UpdateSettings,
+    seed: u64,
+) -> Rollout {
+    let (t_count, rows) = (
+        settings.num_steps,
+        settings.num_agents * settings.envs_per_agent,
+    );
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed + 1);
     let (mut obs_all, mut rewards, mut flags, mut final_all) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -71,7 +75,9 @@ fn check_update(ctx: &GpuContext, hidden: &[usize], settings: &UpdateSettings, s
             step: t as u32,
         };
         let actions = gpu.rollout_step(ctx, t, &obs, key).unwrap();
-        assert!(actions.iter().all(|&a| a < 2));
+        assert!(actions
+            .iter()
+            .all(|&a| (a as usize) < gpu.spec().num_actions));
         let reward: Vec<f32> = (0..rows).map(|_| rng.random_range(-1.0..1.5)).collect();
         let terminated: Vec<u8> = (0..rows).map(|_| rng.random_bool(0.08) as u8).collect();
         let truncated: Vec<u8> = (0..rows).map(|_| rng.random_bool(0.05) as u8).collect();
@@ -94,6 +100,69 @@ fn check_update(ctx: &GpuContext, hidden: &[usize], settings: &UpdateSettings, s
         final_all.extend(final_obs);
     }
     let next_obs = random_vec(seed + 9999, rows * 4, -1.5, 1.5);
+    Rollout {
+        obs: obs_all,
+        rewards,
+        flags,
+        final_obs: final_all,
+        next_obs,
+        truncations,
+    }
+}
+
+/// The fused step's kernel takes llvmpipe seconds to compile on first use,
+/// holding wgpu's GL context lock longer than another thread of this binary
+/// waits for it (6 s): one test at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Both minibatch steps: the layered one, and the fused one with the
+/// gradients poisoned first (a parameter it missed would turn NaN).
+const PATHS: [UpdatePath; 2] = [UpdatePath::Layered, UpdatePath::Fused];
+
+/// A rollout of random observations through the GPU policy, with random
+/// rewards, terminations and truncations, then one GPU update along `path`
+/// and the reference update from the same data; returns the number of
+/// truncations.
+fn check_update(
+    ctx: &GpuContext,
+    hidden: &[usize],
+    settings: &UpdateSettings,
+    seed: u64,
+    path: UpdatePath,
+) -> usize {
+    let spec = ActorCriticSpec::new(4, 2, hidden).unwrap();
+    let mut gpu = PpoGpu::new(ctx, &spec, settings).unwrap();
+    gpu.set_update_path(path);
+    assert_eq!(
+        gpu.uses_fused_update(ctx).unwrap(),
+        path == UpdatePath::Fused
+    );
+    if path == UpdatePath::Fused {
+        gpu.grads().poison(ctx).unwrap();
+    }
+    let (p_count, t_count, n) = (
+        settings.num_agents,
+        settings.num_steps,
+        settings.envs_per_agent,
+    );
+    let k = spec.param_count();
+    let params = random_vec(seed, p_count * k, -0.3, 0.3);
+    gpu.set_params(ctx, &params).unwrap();
+    let learning_rates: Vec<f64> = (0..p_count).map(|p| 2.5e-4 * (1.0 + p as f64)).collect();
+    gpu.set_learning_rates(&learning_rates).unwrap();
+
+    let Rollout {
+        obs: obs_all,
+        rewards,
+        flags,
+        final_obs: final_all,
+        next_obs,
+        truncations,
+    } = random_rollout(ctx, &mut gpu, settings, seed);
     let perm = permutations(seed, 1, settings);
     let records_before = gpu.read_records(ctx).unwrap();
     let stats = gpu.update(ctx, Some(&next_obs), &perm).unwrap();
@@ -117,7 +186,7 @@ fn check_update(ctx: &GpuContext, hidden: &[usize], settings: &UpdateSettings, s
     });
 
     let what = format!(
-        "hidden {hidden:?} P={p_count} T={t_count} N={n} gae {:?}",
+        "{path:?} update, hidden {hidden:?} P={p_count} T={t_count} N={n} gae {:?}",
         gpu.gae_variant()
     );
     let records_after = gpu.read_records(ctx).unwrap();
@@ -225,23 +294,31 @@ fn check_update(ctx: &GpuContext, hidden: &[usize], settings: &UpdateSettings, s
 
 #[test]
 fn gpu_update_matches_cpu_reference_64_64_tanh() {
+    let _serial = serial();
     let Some(ctx) = ctx() else { return };
-    for p in [1, 4] {
-        let truncations = check_update(ctx, &[64, 64], &settings(p, 32, 4), 11 + p as u64);
-        assert!(truncations > 0, "the data must contain truncations");
+    for path in PATHS {
+        for p in [1, 4] {
+            let truncations =
+                check_update(ctx, &[64, 64], &settings(p, 32, 4), 11 + p as u64, path);
+            assert!(truncations > 0, "the data must contain truncations");
+        }
     }
 }
 
 #[test]
 fn gpu_update_matches_cpu_reference_plain_linear() {
+    let _serial = serial();
     let Some(ctx) = ctx() else { return };
-    for p in [1, 4] {
-        check_update(ctx, &[], &settings(p, 32, 4), 21 + p as u64);
+    for path in PATHS {
+        for p in [1, 4] {
+            check_update(ctx, &[], &settings(p, 32, 4), 21 + p as u64, path);
+        }
     }
 }
 
 #[test]
 fn gpu_update_matches_reference_without_clipping_or_normalization() {
+    let _serial = serial();
     let Some(ctx) = ctx() else { return };
     let mut s = settings(2, 16, 8);
     s.norm_adv = false;
@@ -250,21 +327,27 @@ fn gpu_update_matches_reference_without_clipping_or_normalization() {
     s.max_grad_norm = 1e9;
     s.num_minibatches = 1;
     s.update_epochs = 5;
-    check_update(ctx, &[8], &s, 31);
+    for path in PATHS {
+        check_update(ctx, &[8], &s, 31, path);
+    }
 }
 
 #[test]
 fn target_kl_stops_agents_like_cleanrl() {
+    let _serial = serial();
     let Some(ctx) = ctx() else { return };
     let mut s = settings(4, 32, 4);
     // Small enough that some agents stop after an epoch; the step counts per
     // agent are compared with the reference.
     s.target_kl = Some(2e-4);
-    check_update(ctx, &[16], &s, 41);
+    for path in PATHS {
+        check_update(ctx, &[16], &s, 41, path);
+    }
 }
 
 #[test]
 fn long_horizon_uses_the_scan_gae_and_matches() {
+    let _serial = serial();
     let Some(ctx) = ctx() else { return };
     let s = UpdateSettings {
         num_minibatches: 2,
@@ -276,11 +359,12 @@ fn long_horizon_uses_the_scan_gae_and_matches() {
         PpoGpu::new(ctx, &spec, &s).unwrap().gae_variant(),
         GaeVariant::Scan
     );
-    check_update(ctx, &[], &s, 51);
+    check_update(ctx, &[], &s, 51, UpdatePath::Layered);
 }
 
 #[test]
 fn bad_sizes_are_refused_before_any_dispatch() {
+    let _serial = serial();
     let Some(ctx) = ctx() else { return };
     let spec = ActorCriticSpec::new(4, 2, &[64, 64]).unwrap();
     let mut s = settings(1, 128, 4);
@@ -320,4 +404,132 @@ fn bad_sizes_are_refused_before_any_dispatch() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("perm"), "{err}");
+}
+
+/// A PpoGpu of `spec` along `path`, its parameters seeded, after a random
+/// rollout; returns it with the next observations and the permutations.
+fn prepared(
+    ctx: &GpuContext,
+    spec: &ActorCriticSpec,
+    settings: &UpdateSettings,
+    seed: u64,
+    path: UpdatePath,
+) -> (PpoGpu, Vec<f32>, Vec<u32>) {
+    let mut gpu = PpoGpu::new(ctx, spec, settings).unwrap();
+    gpu.set_update_path(path);
+    let p_count = settings.num_agents;
+    gpu.set_params(
+        ctx,
+        &random_vec(seed, p_count * spec.param_count(), -0.3, 0.3),
+    )
+    .unwrap();
+    gpu.set_learning_rates(&vec![1e-3; p_count]).unwrap();
+    gpu.grads().poison(ctx).unwrap();
+    let rollout = random_rollout(ctx, &mut gpu, settings, seed);
+    let perm = permutations(seed, 1, settings);
+    (gpu, rollout.next_obs, perm)
+}
+
+/// The fused step against the layered kernels it replaces, at sizes that
+/// leave partial workgroups and partial lanes everywhere: 3 hidden layers of
+/// odd widths (one wider than a workgroup), 3 actions, 3 agents, 39 rows per
+/// minibatch. The gradients of the same minibatch, then the parameters after
+/// two epochs of updates.
+#[test]
+fn fused_step_equals_the_layered_kernels_at_odd_sizes() {
+    let _serial = serial();
+    let Some(ctx) = ctx() else { return };
+    let spec = ActorCriticSpec::new(4, 3, &[20, 37, 5]).unwrap();
+    let s = UpdateSettings {
+        num_minibatches: 1,
+        update_epochs: 2,
+        ..settings(3, 13, 3)
+    };
+    assert_eq!(s.minibatch_size(), 39);
+    let mut grads = Vec::new();
+    let mut params = Vec::new();
+    for path in PATHS {
+        let (mut gpu, next_obs, perm) = prepared(ctx, &spec, &s, 71, path);
+        gpu.gradient(ctx, Some(&next_obs), &perm).unwrap();
+        grads.push(gpu.grads().read(ctx).unwrap());
+        let (mut gpu, next_obs, perm) = prepared(ctx, &spec, &s, 71, path);
+        gpu.update(ctx, Some(&next_obs), &perm).unwrap();
+        params.push(gpu.read_params(ctx).unwrap());
+    }
+    let layered = to_f64(&grads[0]);
+    let scale = layered.iter().fold(0.0f64, |m, g| m.max(g.abs()));
+    assert!(scale > 1e-4, "the gradients must not vanish: {scale:e}");
+    assert_close(
+        "fused vs layered gradients",
+        &layered,
+        &grads[1],
+        1e-5 * scale,
+        1e-4,
+    );
+    assert_close(
+        "fused vs layered params after 2 epochs",
+        &to_f64(&params[0]),
+        &params[1],
+        1e-6,
+        1e-4,
+    );
+}
+
+/// CleanRL's CartPole sizes (64-64, 4 envs × 128 steps, 128-row minibatches)
+/// along the fused step, against the f64 reference.
+#[test]
+fn fused_update_matches_the_reference_at_cleanrl_size() {
+    let _serial = serial();
+    let Some(ctx) = ctx() else { return };
+    check_update(ctx, &[64, 64], &settings(1, 128, 4), 81, UpdatePath::Fused);
+}
+
+/// Same inputs, same bits: the fused step's sums run in a fixed order.
+#[test]
+fn fused_update_is_bitwise_repeatable() {
+    let _serial = serial();
+    let Some(ctx) = ctx() else { return };
+    let spec = ActorCriticSpec::new(4, 2, &[64, 64]).unwrap();
+    let s = settings(2, 16, 8);
+    let runs: Vec<(Vec<f32>, Vec<f64>)> = (0..2)
+        .map(|_| {
+            let (mut gpu, next_obs, perm) = prepared(ctx, &spec, &s, 91, UpdatePath::Fused);
+            let stats = gpu.update(ctx, Some(&next_obs), &perm).unwrap();
+            let history = stats.iter().flat_map(|a| a.history.concat()).collect();
+            (gpu.read_params(ctx).unwrap(), history)
+        })
+        .collect();
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(
+        bits(&runs[0].0),
+        bits(&runs[1].0),
+        "params differ between runs"
+    );
+    assert_eq!(runs[0].1, runs[1].1, "statistics differ between runs");
+}
+
+/// What the fused step cannot take is refused naming the config key, and
+/// the automatic choice keeps the layered step.
+#[test]
+fn fused_update_refusals_name_the_key() {
+    let _serial = serial();
+    let Some(ctx) = ctx() else { return };
+    let wide = ActorCriticSpec::new(4, 2, &[300]).unwrap();
+    let mut gpu = PpoGpu::new(ctx, &wide, &settings(1, 8, 4)).unwrap();
+    gpu.set_update_path(UpdatePath::Fused);
+    let err = gpu.uses_fused_update(ctx).unwrap_err().to_string();
+    assert!(err.contains("update") && err.contains("300"), "{err}");
+    gpu.set_update_path(UpdatePath::Auto);
+    assert!(!gpu.uses_fused_update(ctx).unwrap());
+
+    let spec = ActorCriticSpec::new(4, 2, &[8]).unwrap();
+    let big = UpdateSettings {
+        num_minibatches: 1,
+        update_epochs: 1,
+        ..settings(1, 1024, 64)
+    };
+    let mut gpu = PpoGpu::new(ctx, &spec, &big).unwrap();
+    gpu.set_update_path(UpdatePath::Fused);
+    let err = gpu.uses_fused_update(ctx).unwrap_err().to_string();
+    assert!(err.contains("update") && err.contains("65536"), "{err}");
 }

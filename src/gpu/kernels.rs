@@ -69,6 +69,9 @@ library_files! {
     ROLLOUT_COMMON_WGSL => "rollout_common.wgsl",
     /// One rollout step for host envs in one dispatch (the lanes layout's forward).
     POLICY_LANES_WGSL => "policy_lanes.wgsl",
+    /// The fused update's row pass (forward, loss, backward to every layer's
+    /// delta; template composed with generated code in `ppo::fused_update`).
+    UPDATE_ROWS_WGSL => "update_rows.wgsl",
 }
 
 shader_files! {
@@ -82,6 +85,7 @@ shader_files! {
     OPTIM_WGSL => "optim.wgsl",
     META_WGSL => "meta.wgsl",
     CONTEXT_WGSL => "context.wgsl",
+    UPDATE_GRADS_WGSL => "update_grads.wgsl",
     CARTPOLE_WGSL => "cartpole.wgsl" + "rng.wgsl" + "env_cartpole.wgsl",
 }
 
@@ -110,6 +114,7 @@ pub enum Kernel {
     ContextReset,
     ContextCollect,
     CartPoleStep,
+    UpdateGrads,
 }
 
 /// How a kernel's grid is sized.
@@ -159,6 +164,7 @@ impl Kernel {
         Kernel::ContextReset,
         Kernel::ContextCollect,
         Kernel::CartPoleStep,
+        Kernel::UpdateGrads,
     ];
 
     pub fn spec(self) -> KernelSpec {
@@ -249,6 +255,12 @@ impl Kernel {
                         (4, ReadWrite),
                         (5, ReadWrite),
                     ],
+                    Shape::PerItem,
+                ),
+                Kernel::UpdateGrads => (
+                    UPDATE_GRADS_WGSL,
+                    "update_grads",
+                    &[(0, Uniform), (1, Read), (2, Read), (3, ReadWrite)],
                     Shape::PerItem,
                 ),
                 Kernel::PpoLoss => (

@@ -182,6 +182,8 @@ pub fn adaptation_eval(
         )
     })?;
     let mut gpu = PpoGpu::new(ctx, &spec, &update_settings(&config))?;
+    gpu.set_update_path(config.update);
+    gpu.uses_fused_update(ctx)?;
     let tasks = sample_tasks(meta, meta.eval_seed, e_count);
     let k_max = *meta.adapt_steps.last().unwrap_or(&0);
     let episodes = meta.adapt_eval_episodes;

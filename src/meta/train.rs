@@ -248,6 +248,8 @@ pub fn meta_train(
     let (m_count, n, k_inner) = (meta.meta_batch, ppo.num_envs, meta.inner_updates);
     let cartpole_steps = max_steps(ppo)?;
     let mut gpu = PpoGpu::new(ctx, &spec, &update_settings(&inner))?;
+    gpu.set_update_path(ppo.update);
+    gpu.uses_fused_update(ctx)?;
     if meta.method == MetaMethod::Cavia {
         gpu.enable_context(ctx, meta.context_dim, meta.context_lr, meta.context_bound)?;
         if let Some(context) = gpu.context_mut() {
@@ -259,7 +261,10 @@ pub fn meta_train(
     }
     let mut mt_gpu = if options.baseline {
         let mt = multitask_config(ppo, meta)?;
-        Some((PpoGpu::new(ctx, &spec, &update_settings(&mt))?, mt))
+        let mut mt_gpu = PpoGpu::new(ctx, &spec, &update_settings(&mt))?;
+        mt_gpu.set_update_path(ppo.update);
+        mt_gpu.uses_fused_update(ctx)?;
+        Some((mt_gpu, mt))
     } else {
         None
     };

@@ -384,13 +384,15 @@ fn emit_block_dot(
 /// One hidden layer of one network for `envs` envs: lane `lid` computes
 /// units lid, lid + LANES_WG, ... of `output` [envs][out] from `input`
 /// [envs][in] (lanes past the layer's width compute a clamped unit and
-/// write nothing). Returns the loop iterations one lane counts.
-fn emit_lanes_layer(
+/// write nothing). With `scratch` (an offset), each unit is also written at
+/// `scratch[srow{e} + offset + unit]` where `slive{e}` (the fused update's
+/// rows). Returns the loop iterations one lane counts.
+pub(crate) fn emit_lanes_layer(
     out: &mut String,
     layer: &LayerLayout,
-    input: &str,
-    output: &str,
+    (input, output): (&str, &str),
     envs: usize,
+    scratch: Option<usize>,
 ) -> usize {
     let (i_dim, o_dim) = (layer.in_dim, layer.out_dim);
     let units = o_dim.div_ceil(LANES_WG);
@@ -426,11 +428,25 @@ fn emit_lanes_layer(
             "        "
         };
         for e in 0..envs {
-            let _ = writeln!(
-                out,
-                "{indent}{output}[{}u + o{u}] = stable_tanh(acc{u}_{e});",
-                e * o_dim
-            );
+            match scratch {
+                None => {
+                    let _ = writeln!(
+                        out,
+                        "{indent}{output}[{}u + o{u}] = stable_tanh(acc{u}_{e});",
+                        e * o_dim
+                    );
+                }
+                Some(offset) => {
+                    let _ = writeln!(
+                        out,
+                        "{indent}{{\n{indent}    let v = stable_tanh(acc{u}_{e});\n\
+                         {indent}    {output}[{}u + o{u}] = v;\n\
+                         {indent}    if (slive{e}) {{\n{indent}        scratch[srow{e} + {offset}u + o{u}] = v;\n\
+                         {indent}    }}\n{indent}}}",
+                        e * o_dim
+                    );
+                }
+            }
         }
         if partial {
             let _ = writeln!(out, "        }}");
@@ -443,7 +459,7 @@ fn emit_lanes_layer(
 /// The output rows of every env into `heads` [envs][A + 1], one (env, row)
 /// per lane: rows 0..A the actor's logits (skipped where `final_pass`),
 /// row A the critic's value. Returns the loop iterations one lane counts.
-fn emit_lanes_heads(
+pub(crate) fn emit_lanes_heads(
     out: &mut String,
     actor: (&LayerLayout, &str),
     critic: (&LayerLayout, &str),
@@ -608,17 +624,17 @@ fn lanes_source(
         forward += emit_lanes_layer(
             &mut g,
             &actor[l],
-            &input("a", l),
-            &format!("act_a{}", l % 2),
+            (&input("a", l), &format!("act_a{}", l % 2)),
             envs,
+            None,
         );
         let _ = writeln!(g, "    }}");
         forward += emit_lanes_layer(
             &mut g,
             &critic[l],
-            &input("c", l),
-            &format!("act_c{}", l % 2),
+            (&input("c", l), &format!("act_c{}", l % 2)),
             envs,
+            None,
         );
         let _ = writeln!(g, "    workgroupBarrier();");
     }
@@ -957,7 +973,10 @@ impl FusedRollout {
     }
 }
 
-fn layout_entry(binding: u32, ty: wgpu::BufferBindingType) -> wgpu::BindGroupLayoutEntry {
+pub(crate) fn layout_entry(
+    binding: u32,
+    ty: wgpu::BufferBindingType,
+) -> wgpu::BindGroupLayoutEntry {
     wgpu::BindGroupLayoutEntry {
         binding,
         visibility: wgpu::ShaderStages::COMPUTE,

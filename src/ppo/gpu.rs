@@ -4,6 +4,7 @@
 //! epochs of shuffled minibatches, loss, backward, clip, Adam) recorded into
 //! one submission with only statistics read back.
 
+use super::fused_update::{fused_update_support, FusedUpdate, FusedUpdateBuffers, UpdatePath};
 use crate::env::gpu_cartpole::{CartPoleStepBuffers, GpuCartPole};
 use crate::env::{EpisodeStats, StepOut, VecEnv, NUM_ACTIONS, OBS_DIM};
 use crate::error::{Error, Result};
@@ -200,6 +201,12 @@ pub struct PpoGpu {
     context_on: bool,
     stats_means: Vec<Dispatch>,
     update_readback: Readback,
+    /// The minibatch step the update takes, and the fused one once built.
+    update_path: UpdatePath,
+    fused_update: Option<FusedUpdate>,
+    mb_obs: GpuBuffer<f32>,
+    mb_records: GpuBuffer<f32>,
+    row_stats: GpuBuffer<f32>,
 }
 
 impl PpoGpu {
@@ -442,6 +449,11 @@ impl PpoGpu {
             context_on: false,
             stats_means,
             update_readback,
+            update_path: UpdatePath::Auto,
+            fused_update: None,
+            mb_obs,
+            mb_records,
+            row_stats,
         })
     }
 
@@ -595,6 +607,56 @@ impl PpoGpu {
         Ok(())
     }
 
+    /// Which minibatch step the update takes ([`UpdatePath::Auto`]: the
+    /// layered one, until the fused one's benchmarks make it the default).
+    pub fn set_update_path(&mut self, path: UpdatePath) {
+        self.update_path = path;
+    }
+
+    /// Whether updates take the fused minibatch step (CAVIA's context
+    /// updates always take the layered one); an error naming `update`
+    /// where [`UpdatePath::Fused`] was asked for and is not supported.
+    pub fn uses_fused_update(&self, ctx: &GpuContext) -> Result<bool> {
+        let reason = fused_update_support(ctx, &self.spec, self.settings.minibatch_size());
+        match (self.update_path, reason) {
+            (UpdatePath::Layered | UpdatePath::Auto, _) => Ok(false),
+            (UpdatePath::Fused, None) => Ok(true),
+            (UpdatePath::Fused, Some(reason)) => Err(Error::config("update", "fused", reason)),
+        }
+    }
+
+    /// The minibatch step in words, for the trainer's progress line.
+    pub fn update_path_description(&self, ctx: &GpuContext) -> String {
+        match self.uses_fused_update(ctx) {
+            Ok(true) => {
+                let rows = super::fused_update::update_lanes_rows(ctx, &self.spec).unwrap_or(1);
+                format!("fused (2 dispatches per minibatch step, {rows} rows per workgroup)")
+            }
+            _ => "layered (a dispatch per layer and pass)".to_string(),
+        }
+    }
+
+    /// Builds the fused step where the update takes it and it is not built yet.
+    fn prepare_fused_update(&mut self, ctx: &GpuContext) -> Result<()> {
+        if self.fused_update.is_none() && self.uses_fused_update(ctx)? {
+            self.fused_update = Some(FusedUpdate::new(
+                ctx,
+                &self.spec,
+                self.settings.num_agents,
+                self.settings.minibatch_size(),
+                self.settings.coefs,
+                &FusedUpdateBuffers {
+                    params: &self.params,
+                    mb_obs: &self.mb_obs,
+                    mb_records: &self.mb_records,
+                    row_stats: &self.row_stats,
+                    grads: &self.grads,
+                },
+            )?);
+        }
+        Ok(())
+    }
+
     /// Records one minibatch's gather, advantage normalization, forward
     /// passes and loss (which also writes the output gradients).
     fn record_minibatch_loss(
@@ -679,6 +741,7 @@ impl PpoGpu {
             self.rollout.rewards.write(ctx, &self.host_rewards)?;
             self.rollout.flags.write(ctx, &self.host_flags)?;
         }
+        self.prepare_fused_update(ctx)?;
         for state in &mut self.host_state {
             state.updating = u32::from(apply);
             state.clip_scale = 1.0;
@@ -717,14 +780,26 @@ impl PpoGpu {
             } else {
                 self.settings.update_epochs
             };
+            let fused = self.fused_update.as_ref().filter(|_| context.is_none());
             for epoch in 0..epochs {
                 for minibatch in 0..minibatches {
-                    self.record_minibatch_loss(&mut pass, epoch, minibatch);
-                    for d in self.update_actor.backward_dispatches() {
-                        d.record(&mut pass);
-                    }
-                    for d in self.update_critic.backward_dispatches() {
-                        d.record(&mut pass);
+                    match fused {
+                        Some(fused) => {
+                            self.gather.dispatch(epoch, minibatch).record(&mut pass);
+                            if let Some(d) = &self.adv_norm {
+                                d.record(&mut pass);
+                            }
+                            fused.record(&mut pass);
+                        }
+                        None => {
+                            self.record_minibatch_loss(&mut pass, epoch, minibatch);
+                            for d in self.update_actor.backward_dispatches() {
+                                d.record(&mut pass);
+                            }
+                            for d in self.update_critic.backward_dispatches() {
+                                d.record(&mut pass);
+                            }
+                        }
                     }
                     match context {
                         Some(context) => {
@@ -805,15 +880,17 @@ impl PpoGpu {
     /// Kernel dispatches one update records (bootstrap, GAE, statistics and
     /// every minibatch step), all in one submission.
     pub fn update_dispatch_count(&self) -> usize {
-        let per_minibatch = 1
-            + self.adv_norm.is_some() as usize
-            + self.update_actor.forward_dispatches().count()
-            + self.update_critic.forward_dispatches().count()
-            + 1
-            + self.update_actor.backward_dispatches().count()
-            + self.update_critic.backward_dispatches().count()
-            + 2
-            + 1;
+        let step = match &self.fused_update {
+            Some(fused) => fused.dispatch_count(),
+            None => {
+                self.update_actor.forward_dispatches().count()
+                    + self.update_critic.forward_dispatches().count()
+                    + 1
+                    + self.update_actor.backward_dispatches().count()
+                    + self.update_critic.backward_dispatches().count()
+            }
+        };
+        let per_minibatch = 1 + self.adv_norm.is_some() as usize + step + 2 + 1;
         self.rollout_critic.forward_dispatches().count()
             + 2
             + self.stats_means.len() * per_minibatch

@@ -2,6 +2,7 @@
 //! whole update), and the f64 CPU reference of CleanRL's update.
 
 pub mod fused;
+pub mod fused_update;
 pub mod gpu;
 pub mod net;
 pub mod policy;
@@ -9,6 +10,7 @@ pub mod reference;
 pub mod trainer;
 
 pub use fused::{FusedLayout, RolloutPath};
+pub use fused_update::UpdatePath;
 pub use gpu::{AgentUpdateStats, PpoGpu, RolloutStats, UpdateSettings};
 pub use net::ActorCriticSpec;
 

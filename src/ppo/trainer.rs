@@ -264,8 +264,12 @@ pub fn train(config: &PpoConfig, ctx: &GpuContext, options: &TrainOptions) -> Re
     } else {
         "host envs, a dispatch per layer and one for sampling per step".to_string()
     };
+    gpu.set_update_path(config.update);
+    // A fused update asked for and not possible is refused before any work too.
+    gpu.uses_fused_update(ctx)?;
     if options.progress {
         eprintln!("rollout: {rollout_line}");
+        eprintln!("update: {}", gpu.update_path_description(ctx));
     }
     let env_config = CartPoleConfig {
         max_episode_steps,

@@ -1,0 +1,170 @@
+// update_rows: the fused update's row pass, the first of its dispatches per
+// minibatch (template; ppo::fused_update composes it with the generated
+// constants LANES_WG, LANES_E, NUM_ACTIONS, POLICY_OBS, STRIDE, DZ_ACTOR,
+// DZ_CRITIC, the workgroup arrays xs, heads, dheads and every layer's
+// activations and deltas, and the generated functions pw, lanes_load,
+// lanes_forward and lanes_backward).
+//
+// One workgroup of LANES_WG invocations runs LANES_E minibatch rows of one
+// agent (the lanes layout of rollout_lanes.wgsl: every lane owns hidden
+// units lane + k * LANES_WG of every layer of both networks, activations in
+// workgroup memory, a barrier between layers):
+//   lanes_load: the rows' observations into xs;
+//   lanes_forward: actor and critic forward, logits and value into heads;
+//   row_loss (lane e < LANES_E, row e): ppo_loss.wgsl's loss and statistics,
+//     the output gradients into dheads;
+//   lanes_backward: every hidden layer's delta dz = (Σ_o dz_next[o] ·
+//     W_next[o][i]) · (1 - y²), top layer first.
+// Each phase also writes what it computes for the live rows (observations,
+// activations, deltas) into scratch [P * M][STRIDE] for update_grads.
+// Sums keep the layered kernels' order (forward: bias, then inputs
+// ascending; backward: outputs ascending), so the deltas equal the layered
+// path's to float rounding. Lanes of rows past M compute on a clamped row
+// and write nothing.
+//
+// Bindings (group 0): 0 uniform Dims, 1 params [P][K] (read), 2 mb_obs
+//   [P * M][obs] (read), 3 mb_records [P * M][RECORD] (read), 4 scratch
+//   [P * M][stride] (write), 5 row_stats [P * M][ROW_STATS] (write).
+// Dispatch: total_groups = P * ceil(M / LANES_E) workgroups, folded into
+//   (x, y) when large.
+// CPU reference: the layered update it replaces (linear_forward, ppo_loss,
+//   linear_backward) and the f64 reference update (tests/update.rs).
+
+struct Dims {
+    rows: u32,
+    minibatch_size: u32,
+    param_stride: u32,
+    blocks_per_agent: u32,
+    total_groups: u32,
+    clip_vloss: u32,
+    clip_coef: f32,
+    ent_coef: f32,
+    vf_coef: f32,
+    // 0: added to generated loop bounds so the compiler cannot unroll them.
+    pad: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+const RECORD: u32 = 5u;
+const ROW_STATS: u32 = 6u;
+
+@group(0) @binding(0) var<uniform> dims: Dims;
+@group(0) @binding(1) var<storage, read> params: array<f32>;
+@group(0) @binding(2) var<storage, read> mb_obs: array<f32>;
+@group(0) @binding(3) var<storage, read> mb_records: array<f32>;
+@group(0) @binding(4) var<storage, read_write> scratch: array<f32>;
+@group(0) @binding(5) var<storage, read_write> row_stats: array<f32>;
+
+fn stable_tanh(z: f32) -> f32 {
+    let e = exp(-2.0 * abs(z));
+    return sign(z) * (1.0 - e) / (1.0 + e);
+}
+
+// d max(a, b) / d a in PyTorch: 1 if a > b, 0.5 on a tie, else 0.
+fn max_grad_weight(a: f32, b: f32) -> f32 {
+    return select(select(0.0, 0.5, a == b), 1.0, a > b);
+}
+
+// ppo_loss.wgsl's loss of row r from heads[e] (logits, value): its output
+// gradients (divided by M) into dheads[e], its statistics into row_stats.
+fn row_loss(e: u32, r: u32) {
+    let rec = r * RECORD;
+    let old_logp = mb_records[rec];
+    let old_value = mb_records[rec + 1u];
+    let adv = mb_records[rec + 2u];
+    let ret = mb_records[rec + 3u];
+    let action = u32(mb_records[rec + 4u]);
+
+    let base = e * (NUM_ACTIONS + 1u);
+    var max_logit = heads[base];
+    for (var i = 1u; i < NUM_ACTIONS; i++) {
+        max_logit = max(max_logit, heads[base + i]);
+    }
+    var sum = 0.0;
+    for (var i = 0u; i < NUM_ACTIONS; i++) {
+        sum += exp(heads[base + i] - max_logit);
+    }
+    let log_norm = max_logit + log(sum);
+    var entropy = 0.0;
+    for (var i = 0u; i < NUM_ACTIONS; i++) {
+        let logp_i = heads[base + i] - log_norm;
+        entropy -= exp(logp_i) * logp_i;
+    }
+
+    let clip = dims.clip_coef;
+    let logratio = (heads[base + action] - log_norm) - old_logp;
+    let ratio = exp(logratio);
+    let pg_unclipped = -adv * ratio;
+    let pg_clipped = -adv * clamp(ratio, 1.0 - clip, 1.0 + clip);
+    let ratio_in_range = select(0.0, 1.0, ratio >= 1.0 - clip && ratio <= 1.0 + clip);
+    let w_unclipped = max_grad_weight(pg_unclipped, pg_clipped);
+    let w_clipped = max_grad_weight(pg_clipped, pg_unclipped) * ratio_in_range;
+    let dpg_dlogp = -adv * ratio * (w_unclipped + w_clipped);
+
+    let inv_m = 1.0 / f32(dims.minibatch_size);
+    for (var i = 0u; i < NUM_ACTIONS; i++) {
+        let logp_i = heads[base + i] - log_norm;
+        let p_i = exp(logp_i);
+        let onehot = select(0.0, 1.0, i == action);
+        let dentropy = -p_i * (logp_i + entropy);
+        let dlogit = inv_m * (dpg_dlogp * (onehot - p_i) - dims.ent_coef * dentropy);
+        dheads[base + i] = dlogit;
+        scratch[r * STRIDE + DZ_ACTOR + i] = dlogit;
+    }
+
+    let value = heads[base + NUM_ACTIONS];
+    var v_loss = 0.5 * (value - ret) * (value - ret);
+    var dv = value - ret;
+    if (dims.clip_vloss != 0u) {
+        let diff = value - old_value;
+        let v_clipped = old_value + clamp(diff, -clip, clip);
+        let loss_unclipped = (value - ret) * (value - ret);
+        let loss_clipped = (v_clipped - ret) * (v_clipped - ret);
+        v_loss = 0.5 * max(loss_unclipped, loss_clipped);
+        let diff_in_range = select(0.0, 1.0, diff >= -clip && diff <= clip);
+        dv = max_grad_weight(loss_unclipped, loss_clipped) * (value - ret)
+           + max_grad_weight(loss_clipped, loss_unclipped) * diff_in_range * (v_clipped - ret);
+    }
+    let dvalue = inv_m * dims.vf_coef * dv;
+    dheads[base + NUM_ACTIONS] = dvalue;
+    scratch[r * STRIDE + DZ_CRITIC] = dvalue;
+
+    let st = r * ROW_STATS;
+    row_stats[st] = max(pg_unclipped, pg_clipped);
+    row_stats[st + 1u] = v_loss;
+    row_stats[st + 2u] = entropy;
+    row_stats[st + 3u] = -logratio;
+    row_stats[st + 4u] = (ratio - 1.0) - logratio;
+    row_stats[st + 5u] = select(0.0, 1.0, abs(ratio - 1.0) > clip);
+}
+
+@compute @workgroup_size(LANES_WG)
+fn update_rows(@builtin(local_invocation_index) lid: u32,
+               @builtin(workgroup_id) wid: vec3<u32>,
+               @builtin(num_workgroups) groups: vec3<u32>) {
+    let g = wid.x + wid.y * groups.x;
+    if (g >= dims.total_groups) {
+        return;
+    }
+    let agent = g / dims.blocks_per_agent;
+    // The block's first row of the agent's minibatch, and its rows' start.
+    let m0 = (g % dims.blocks_per_agent) * LANES_E;
+    let first = agent * dims.minibatch_size;
+    let base = agent * dims.param_stride;
+    lanes_load(lid, first, m0);
+    workgroupBarrier();
+    lanes_forward(lid, base, first, m0);
+    if (lid < LANES_E) {
+        let m = m0 + lid;
+        if (m < dims.minibatch_size) {
+            row_loss(lid, first + m);
+        } else {
+            for (var k = 0u; k <= NUM_ACTIONS; k++) {
+                dheads[lid * (NUM_ACTIONS + 1u) + k] = 0.0;
+            }
+        }
+    }
+    workgroupBarrier();
+    lanes_backward(lid, base, first, m0);
+}
