@@ -22,7 +22,8 @@
 // path's to float rounding. Lanes of rows past M compute on a clamped row
 // and write nothing.
 //
-// Bindings (group 0): 0 uniform Dims, 1 params [P][K] (read), 2 mb_obs
+// Bindings (group 0): 0 uniform Dims, 1 params [P][K] (read; generated:
+//   storage, or for one agent a uniform block of vec4), 2 mb_obs
 //   [P * M][obs] (read), 3 mb_records [P * M][RECORD] (read), 4 scratch
 //   [P * M][stride] (write), 5 row_stats [P * M][ROW_STATS] (write).
 // Dispatch: total_groups = P * ceil(M / LANES_E) workgroups, folded into
@@ -50,7 +51,6 @@ const RECORD: u32 = 5u;
 const ROW_STATS: u32 = 6u;
 
 @group(0) @binding(0) var<uniform> dims: Dims;
-@group(0) @binding(1) var<storage, read> params: array<f32>;
 @group(0) @binding(2) var<storage, read> mb_obs: array<f32>;
 @group(0) @binding(3) var<storage, read> mb_records: array<f32>;
 @group(0) @binding(4) var<storage, read_write> scratch: array<f32>;

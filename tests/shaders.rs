@@ -195,11 +195,11 @@ fn generated_fused_updates_translate_to_every_backend() {
         (&[256, 256][..], 2),
     ] {
         let spec = ActorCriticSpec::new(4, actions, hidden).unwrap();
-        for rows in [1, 2, 4] {
-            let source = update_rows_source(&spec, rows);
+        for (rows, uniform) in [(1, false), (2, true), (2, false), (4, true)] {
+            let source = update_rows_source(&spec, rows, uniform);
             if std::env::var_os("PPO_DUMP_WGSL").is_some() {
                 let path = std::env::temp_dir().join(format!(
-                    "update_rows_{}_{rows}.wgsl",
+                    "update_rows_{}_{rows}_{uniform}.wgsl",
                     hidden
                         .iter()
                         .map(|h| h.to_string())
@@ -208,7 +208,9 @@ fn generated_fused_updates_translate_to_every_backend() {
                 ));
                 std::fs::write(&path, &source).unwrap();
             }
-            let name = format!("update_rows for hidden {hidden:?}, {rows} rows per workgroup");
+            let name = format!(
+                "update_rows for hidden {hidden:?}, {rows} rows per workgroup, uniform weights {uniform}"
+            );
             assert_eq!(translate_all(&name, &source), ["update_rows"], "{name}");
             assert!(source.starts_with("// "), "{name}: header comment");
         }

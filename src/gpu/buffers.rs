@@ -55,6 +55,25 @@ impl<T: Pod> GpuBuffer<T> {
         })
     }
 
+    /// A zero-filled buffer of `len` elements that kernels may also bind as
+    /// a uniform block (`array<vec4<f32>, ⌈len / 4⌉>`): its size is padded to
+    /// 16 bytes.
+    pub fn zeros_uniform(ctx: &GpuContext, name: &str, len: usize) -> Result<Self> {
+        let size = Self::check_size(ctx, name, len)?.next_multiple_of(16);
+        let buffer = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(name),
+            size,
+            usage: STORAGE_USAGE | wgpu::BufferUsages::UNIFORM,
+            mapped_at_creation: false,
+        });
+        Ok(GpuBuffer {
+            buffer,
+            len,
+            name: name.to_string(),
+            _marker: PhantomData,
+        })
+    }
+
     /// A buffer holding a copy of `data`.
     pub fn from_slice(ctx: &GpuContext, name: &str, data: &[T]) -> Result<Self> {
         let out = Self::zeros(ctx, name, data.len())?;

@@ -225,7 +225,8 @@ impl PpoGpu {
         let k = spec.param_count();
         let rows = p * n;
         let zeros = |name: &str, len: usize| GpuBuffer::<f32>::zeros(ctx, name, len);
-        let params = zeros("params", p * k)?;
+        // A uniform block too: the fused update reads one agent's weights from it.
+        let params = GpuBuffer::<f32>::zeros_uniform(ctx, "params", p * k)?;
         // Written by the backward plans, read by Adam.
         let grads = zeros("grads", p * k)?;
         let adam_m = zeros("adam_m", p * k)?;
