@@ -146,10 +146,12 @@ pub struct PpoConfig {
     /// Fused is one kernel for the whole rollout with `env_device = "gpu"`,
     /// one dispatch per step with host envs.
     pub rollout: RolloutPath,
-    /// How each minibatch step runs: "auto" (today the layered one),
-    /// "fused" (forward, loss and backward of both networks in two
-    /// dispatches; refused where the network or minibatch is too large for
-    /// it) or "layered" (a dispatch per layer and pass).
+    /// How the update runs: "fused" (the linear network's whole update in
+    /// one dispatch; with hidden layers each minibatch step's forward, loss
+    /// and backward of both networks in two dispatches; refused where the
+    /// network or minibatch is too large for it), "layered" (a dispatch per
+    /// layer and pass) or "auto" (fused for the linear network, layered
+    /// with hidden layers; `train` prints which).
     pub update: UpdatePath,
 }
 

@@ -166,6 +166,17 @@ fn check_update(
     let perm = permutations(seed, 1, settings);
     let records_before = gpu.read_records(ctx).unwrap();
     let stats = gpu.update(ctx, Some(&next_obs), &perm).unwrap();
+    if path == UpdatePath::Fused && hidden.is_empty() {
+        // The linear network's whole update: bootstrap, GAE, explained
+        // variance, then every minibatch step in one dispatch (a few on
+        // llvmpipe, whose loops are capped).
+        let dispatches = gpu.update_dispatch_count();
+        assert!(
+            (4..=8).contains(&dispatches),
+            "{}: {dispatches} dispatches",
+            gpu.update_path_description(ctx)
+        );
+    }
 
     let zeros = vec![0.0; p_count * k];
     let reference = reference_update(&ReferenceInputs {
@@ -328,7 +339,9 @@ fn gpu_update_matches_reference_without_clipping_or_normalization() {
     s.num_minibatches = 1;
     s.update_epochs = 5;
     for path in PATHS {
-        check_update(ctx, &[8], &s, 31, path);
+        for hidden in [&[8][..], &[]] {
+            check_update(ctx, hidden, &s, 31, path);
+        }
     }
 }
 
@@ -341,7 +354,9 @@ fn target_kl_stops_agents_like_cleanrl() {
     // agent are compared with the reference.
     s.target_kl = Some(2e-4);
     for path in PATHS {
-        check_update(ctx, &[16], &s, 41, path);
+        for hidden in [&[16][..], &[]] {
+            check_update(ctx, hidden, &s, 41, path);
+        }
     }
 }
 
@@ -521,6 +536,18 @@ fn fused_update_refusals_name_the_key() {
     assert!(err.contains("update") && err.contains("300"), "{err}");
     gpu.set_update_path(UpdatePath::Auto);
     assert!(!gpu.uses_fused_update(ctx).unwrap());
+
+    // auto: the one-dispatch update for the linear network, not for hidden layers.
+    let linear = ActorCriticSpec::new(4, 2, &[]).unwrap();
+    for (spec, auto) in [
+        (&linear, true),
+        (&ActorCriticSpec::new(4, 2, &[64, 64]).unwrap(), false),
+    ] {
+        let mut gpu = PpoGpu::new(ctx, spec, &settings(1, 8, 4)).unwrap();
+        assert_eq!(gpu.uses_fused_update(ctx).unwrap(), auto, "{spec:?}");
+        gpu.set_update_path(UpdatePath::Layered);
+        assert!(!gpu.uses_fused_update(ctx).unwrap());
+    }
 
     let spec = ActorCriticSpec::new(4, 2, &[8]).unwrap();
     let big = UpdateSettings {

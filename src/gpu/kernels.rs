@@ -86,6 +86,7 @@ shader_files! {
     META_WGSL => "meta.wgsl",
     CONTEXT_WGSL => "context.wgsl",
     UPDATE_GRADS_WGSL => "update_grads.wgsl",
+    UPDATE_LINEAR_WGSL => "update_linear.wgsl",
     CARTPOLE_WGSL => "cartpole.wgsl" + "rng.wgsl" + "env_cartpole.wgsl",
 }
 
@@ -115,6 +116,7 @@ pub enum Kernel {
     ContextCollect,
     CartPoleStep,
     UpdateGrads,
+    UpdateLinear,
 }
 
 /// How a kernel's grid is sized.
@@ -165,6 +167,7 @@ impl Kernel {
         Kernel::ContextCollect,
         Kernel::CartPoleStep,
         Kernel::UpdateGrads,
+        Kernel::UpdateLinear,
     ];
 
     pub fn spec(self) -> KernelSpec {
@@ -262,6 +265,23 @@ impl Kernel {
                     "update_grads",
                     &[(0, Uniform), (1, Read), (2, Read), (3, ReadWrite)],
                     Shape::PerItem,
+                ),
+                Kernel::UpdateLinear => (
+                    UPDATE_LINEAR_WGSL,
+                    "update_linear",
+                    &[
+                        (0, Uniform),
+                        (1, Read),
+                        (2, Read),
+                        (3, Read),
+                        (4, ReadWrite),
+                        (5, ReadWrite),
+                        (6, ReadWrite),
+                        (7, ReadWrite),
+                        (8, ReadWrite),
+                        (9, ReadWrite),
+                    ],
+                    Shape::PerWorkgroup(32),
                 ),
                 Kernel::PpoLoss => (
                     PPO_LOSS_WGSL,

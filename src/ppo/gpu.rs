@@ -4,7 +4,10 @@
 //! epochs of shuffled minibatches, loss, backward, clip, Adam) recorded into
 //! one submission with only statistics read back.
 
-use super::fused_update::{fused_update_support, FusedUpdate, FusedUpdateBuffers, UpdatePath};
+use super::fused_update::{
+    fused_update_support, linear_update_support, update_lanes_rows, FusedUpdate,
+    FusedUpdateBuffers, LinearUpdate, LinearUpdateBuffers, UpdatePath,
+};
 use crate::env::gpu_cartpole::{CartPoleStepBuffers, GpuCartPole};
 use crate::env::{EpisodeStats, StepOut, VecEnv, NUM_ACTIONS, OBS_DIM};
 use crate::error::{Error, Result};
@@ -143,6 +146,22 @@ pub struct RolloutBuffers {
     pub last_values: GpuBuffer<f32>,
 }
 
+/// The fused update an engine built.
+#[derive(Debug)]
+enum FusedStep {
+    /// Every minibatch step in one dispatch (the linear network).
+    Linear(LinearUpdate),
+    /// Two dispatches per minibatch step.
+    Rows(Box<FusedUpdate>),
+}
+
+/// Which fused update suits a network.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FusedKind {
+    Linear,
+    Rows,
+}
+
 /// All buffers and recorded dispatches of P agents' PPO, built once per run.
 #[derive(Debug)]
 pub struct PpoGpu {
@@ -203,7 +222,7 @@ pub struct PpoGpu {
     update_readback: Readback,
     /// The minibatch step the update takes, and the fused one once built.
     update_path: UpdatePath,
-    fused_update: Option<FusedUpdate>,
+    fused_update: Option<FusedStep>,
     mb_obs: GpuBuffer<f32>,
     mb_records: GpuBuffer<f32>,
     row_stats: GpuBuffer<f32>,
@@ -608,8 +627,8 @@ impl PpoGpu {
         Ok(())
     }
 
-    /// Which minibatch step the update takes ([`UpdatePath::Auto`]: the
-    /// layered one, until the fused one's benchmarks make it the default).
+    /// Which update runs ([`UpdatePath::Auto`]: the fused one for the
+    /// linear network, the layered one for hidden layers).
     pub fn set_update_path(&mut self, path: UpdatePath) {
         self.update_path = path;
     }
@@ -618,29 +637,66 @@ impl PpoGpu {
     /// updates always take the layered one); an error naming `update`
     /// where [`UpdatePath::Fused`] was asked for and is not supported.
     pub fn uses_fused_update(&self, ctx: &GpuContext) -> Result<bool> {
-        let reason = fused_update_support(ctx, &self.spec, self.settings.minibatch_size());
-        match (self.update_path, reason) {
-            (UpdatePath::Layered | UpdatePath::Auto, _) => Ok(false),
-            (UpdatePath::Fused, None) => Ok(true),
-            (UpdatePath::Fused, Some(reason)) => Err(Error::config("update", "fused", reason)),
+        Ok(self.fused_kind(ctx)?.is_some())
+    }
+
+    /// The fused update the path takes: for the linear network the
+    /// one-dispatch update where it applies, else the two-dispatch step.
+    fn fused_kind(&self, ctx: &GpuContext) -> Result<Option<FusedKind>> {
+        if self.update_path == UpdatePath::Layered {
+            return Ok(None);
+        }
+        let m = self.settings.minibatch_size();
+        if linear_update_support(ctx, &self.spec, m, self.settings.norm_adv).is_none() {
+            return Ok(Some(FusedKind::Linear));
+        }
+        if self.update_path == UpdatePath::Auto {
+            return Ok(None);
+        }
+        match fused_update_support(ctx, &self.spec, m) {
+            None => Ok(Some(FusedKind::Rows)),
+            Some(reason) => Err(Error::config("update", "fused", reason)),
         }
     }
 
     /// The minibatch step in words, for the trainer's progress line.
     pub fn update_path_description(&self, ctx: &GpuContext) -> String {
-        match self.uses_fused_update(ctx) {
-            Ok(true) => {
-                let rows = super::fused_update::update_lanes_rows(ctx, &self.spec).unwrap_or(1);
+        match self.fused_kind(ctx) {
+            Ok(Some(FusedKind::Linear)) => {
+                "fused (every minibatch step in one dispatch, a workgroup per agent)".to_string()
+            }
+            Ok(Some(FusedKind::Rows)) => {
+                let rows = update_lanes_rows(ctx, &self.spec).unwrap_or(1);
                 format!("fused (2 dispatches per minibatch step, {rows} rows per workgroup)")
             }
             _ => "layered (a dispatch per layer and pass)".to_string(),
         }
     }
 
-    /// Builds the fused step where the update takes it and it is not built yet.
+    /// Builds the fused update where the update takes it and it is not built yet.
     fn prepare_fused_update(&mut self, ctx: &GpuContext) -> Result<()> {
-        if self.fused_update.is_none() && self.uses_fused_update(ctx)? {
-            self.fused_update = Some(FusedUpdate::new(
+        if self.fused_update.is_some() {
+            return Ok(());
+        }
+        self.fused_update = match self.fused_kind(ctx)? {
+            None => None,
+            Some(FusedKind::Linear) => Some(FusedStep::Linear(LinearUpdate::new(
+                ctx,
+                &self.spec,
+                &self.settings,
+                &LinearUpdateBuffers {
+                    perm: &self.perm,
+                    obs: &self.rollout.obs,
+                    records: &self.rollout.records,
+                    params: &self.params,
+                    adam_m: &self.adam_m,
+                    adam_v: &self.adam_v,
+                    agent_state: &self.agent_state,
+                    history: &self.history,
+                    grads: &self.grads,
+                },
+            )?)),
+            Some(FusedKind::Rows) => Some(FusedStep::Rows(Box::new(FusedUpdate::new(
                 ctx,
                 &self.spec,
                 self.settings.num_agents,
@@ -653,8 +709,8 @@ impl PpoGpu {
                     row_stats: &self.row_stats,
                     grads: &self.grads,
                 },
-            )?);
-        }
+            )?))),
+        };
         Ok(())
     }
 
@@ -782,6 +838,19 @@ impl PpoGpu {
                 self.settings.update_epochs
             };
             let fused = self.fused_update.as_ref().filter(|_| context.is_none());
+            let (linear, fused) = match fused {
+                Some(FusedStep::Linear(linear)) => (Some(linear), None),
+                Some(FusedStep::Rows(rows)) => (None, Some(rows)),
+                None => (None, None),
+            };
+            // The linear update runs every minibatch step in its own dispatch.
+            let epochs = match linear {
+                Some(linear) => {
+                    linear.record(&mut pass);
+                    0
+                }
+                None => epochs,
+            };
             for epoch in 0..epochs {
                 for minibatch in 0..minibatches {
                     match fused {
@@ -881,9 +950,12 @@ impl PpoGpu {
     /// Kernel dispatches one update records (bootstrap, GAE, statistics and
     /// every minibatch step), all in one submission.
     pub fn update_dispatch_count(&self) -> usize {
+        if let Some(FusedStep::Linear(linear)) = &self.fused_update {
+            return self.rollout_critic.forward_dispatches().count() + 2 + linear.dispatch_count();
+        }
         let step = match &self.fused_update {
-            Some(fused) => fused.dispatch_count(),
-            None => {
+            Some(FusedStep::Rows(fused)) => fused.dispatch_count(),
+            Some(FusedStep::Linear(_)) | None => {
                 self.update_actor.forward_dispatches().count()
                     + self.update_critic.forward_dispatches().count()
                     + 1
