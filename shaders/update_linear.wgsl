@@ -40,13 +40,6 @@ struct Dims {
     minibatches: u32,
     index_begin: u32,
     index_end: u32,
-    obs_dim: u32,
-    num_actions: u32,
-    param_stride: u32,
-    actor_w: u32,
-    actor_b: u32,
-    critic_w: u32,
-    critic_b: u32,
     clip_vloss: u32,
     norm_adv: u32,
     check_kl: u32,
@@ -60,7 +53,6 @@ struct Dims {
     eps: f32,
     one_minus_beta1: f32,
     one_minus_beta2: f32,
-    _pad0: u32,
 }
 
 struct AgentState {
@@ -79,6 +71,17 @@ const LANES: u32 = 32u;
 const MAX_OBS: u32 = 16u;
 const MAX_ACTIONS: u32 = 16u;
 const MAX_COLS: u32 = 64u;
+
+// The network's sizes and parameter offsets, set when the pipeline is
+// built, so the compiler unrolls the loops over them and keeps the
+// accumulators in registers.
+override OBS_DIM: u32 = 4u;
+override NUM_ACTIONS: u32 = 2u;
+override PARAMS: u32 = 15u;
+override ACTOR_W: u32 = 0u;
+override ACTOR_B: u32 = 8u;
+override CRITIC_W: u32 = 10u;
+override CRITIC_B: u32 = 14u;
 
 @group(0) @binding(0) var<uniform> dims: Dims;
 @group(0) @binding(1) var<storage, read> perm: array<u32>;
@@ -129,12 +132,12 @@ fn update_linear(@builtin(local_invocation_index) lane: u32,
     if (p >= dims.num_agents) {
         return;
     }
-    let k_count = dims.param_stride;
+    let k_count = PARAMS;
     let base = p * k_count;
     let cols = k_count + ROW_STATS;
     let m = dims.minibatch_size;
-    let d = dims.obs_dim;
-    let a_count = dims.num_actions;
+    let d = OBS_DIM;
+    let a_count = NUM_ACTIONS;
     let clip = dims.clip_coef;
     let inv_m = 1.0 / f32(m);
     for (var k = lane; k < k_count; k += LANES) {
@@ -182,15 +185,15 @@ fn update_linear(@builtin(local_invocation_index) lane: u32,
 
             var logits: array<f32, MAX_ACTIONS>;
             for (var a = 0u; a < a_count; a++) {
-                var z = weights[dims.actor_b + a];
+                var z = weights[ACTOR_B + a];
                 for (var i = 0u; i < d; i++) {
-                    z += x[i] * weights[dims.actor_w + a * d + i];
+                    z += x[i] * weights[ACTOR_W + a * d + i];
                 }
                 logits[a] = z;
             }
-            var value = weights[dims.critic_b];
+            var value = weights[CRITIC_B];
             for (var i = 0u; i < d; i++) {
-                value += x[i] * weights[dims.critic_w + i];
+                value += x[i] * weights[CRITIC_W + i];
             }
 
             // ppo_loss.wgsl, row by row.
@@ -222,9 +225,9 @@ fn update_linear(@builtin(local_invocation_index) lane: u32,
                 let onehot = select(0.0, 1.0, a == action);
                 let dentropy = -p_a * (logp_a + entropy);
                 let dlogit = inv_m * (dpg_dlogp * (onehot - p_a) - dims.ent_coef * dentropy);
-                acc[dims.actor_b + a] += dlogit;
+                acc[ACTOR_B + a] += dlogit;
                 for (var i = 0u; i < d; i++) {
-                    acc[dims.actor_w + a * d + i] += dlogit * x[i];
+                    acc[ACTOR_W + a * d + i] += dlogit * x[i];
                 }
             }
             var v_loss = 0.5 * (value - ret) * (value - ret);
@@ -240,9 +243,9 @@ fn update_linear(@builtin(local_invocation_index) lane: u32,
                    + max_grad_weight(loss_clipped, loss_unclipped) * diff_in_range * (v_clipped - ret);
             }
             let dvalue = inv_m * dims.vf_coef * dv;
-            acc[dims.critic_b] += dvalue;
+            acc[CRITIC_B] += dvalue;
             for (var i = 0u; i < d; i++) {
-                acc[dims.critic_w + i] += dvalue * x[i];
+                acc[CRITIC_W + i] += dvalue * x[i];
             }
             acc[k_count] += max(pg_unclipped, pg_clipped);
             acc[k_count + 1u] += v_loss;

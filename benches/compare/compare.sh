@@ -8,7 +8,8 @@ ROOT="$(cd "$HERE/../.." && pwd)"
 VENV="$HERE/.venv"
 OUT="$HERE/results"
 BIN="$ROOT/target/release/ppo-wgpu"
-CONFIGS="cleanrl,rejax"
+CONFIGS="cleanrl,rejax,linear"
+ENV_DEVICE=cpu
 STEPS=""
 POP=8
 SEED=1
@@ -25,7 +26,9 @@ Usage: $0 [options]
   --quick           smoke test: 20000 steps per config, population of 2
   --steps N         total_timesteps for every config (default: each config's own:
                     cleanrl 500000, rejax 100000)
-  --configs LIST    comma list of cleanrl,rejax (default: both)
+  --configs LIST    comma list of cleanrl,rejax,linear (default: all three;
+                    linear: ppo-wgpu's default preset, the linear network)
+  --env-device D    where ppo-wgpu steps its envs: cpu (default) or gpu
   --pop P           population size for the population rate (default 8; 0 skips)
   --seed S          seed of the single-seed runs (default 1)
   --bin PATH        ppo-wgpu binary (default: target/release/ppo-wgpu, built if missing)
@@ -42,6 +45,7 @@ while [ $# -gt 0 ]; do
         --quick) STEPS=20000; POP=2 ;;
         --steps) STEPS="$2"; shift ;;
         --configs) CONFIGS="$2"; shift ;;
+        --env-device) ENV_DEVICE="$2"; shift ;;
         --pop) POP="$2"; shift ;;
         --seed) SEED="$2"; shift ;;
         --bin) BIN="$2"; shift ;;
@@ -97,14 +101,15 @@ ours_flags() {
 --set anneal_lr=false --set max_grad_norm=0.5 --set gamma=0.99 \
 --set gae_lambda=0.95 --set clip_coef=0.2 --set clip_vloss=true \
 --set norm_adv=true --set ent_coef=0.01 --set vf_coef=0.5 --set hidden=64,64" ;;
+        linear) echo "--preset default" ;;
         *) echo "unknown config: $1" >&2; exit 2 ;;
     esac
 }
-default_steps() { case "$1" in cleanrl) echo 500000 ;; rejax) echo 100000 ;; esac; }
-batch_of() { case "$1" in cleanrl) echo 512 ;; rejax) echo 500 ;; esac; }
+default_steps() { case "$1" in cleanrl) echo 500000 ;; rejax) echo 100000 ;; linear) echo 100000 ;; esac; }
+batch_of() { case "$1" in cleanrl) echo 512 ;; rejax) echo 500 ;; linear) echo 1024 ;; esac; }
 # Evaluation interval, the same for both systems: rejax's eval_freq for
-# its config; for CleanRL's, every 4 iterations (2048 steps).
-eval_every_of() { case "$1" in cleanrl) echo 2048 ;; rejax) echo 1000 ;; esac; }
+# its config; for CleanRL's and the linear one, every 2048 steps.
+eval_every_of() { case "$1" in cleanrl) echo 2048 ;; rejax) echo 1000 ;; linear) echo 2048 ;; esac; }
 
 # Does this binary know eval_every (periodic greedy evaluation)? Older ones
 # judge 475 on the last 10 training episodes instead.
@@ -142,7 +147,7 @@ for cfg in "${CONFIG_LIST[@]}"; do
     steps="${STEPS:-$(default_steps "$cfg")}"
     batch="$(batch_of "$cfg")"
     every="$(eval_every_of "$cfg")"
-    read -r -a flags <<<"$(ours_flags "$cfg")"
+    read -r -a flags <<<"$(ours_flags "$cfg") --env-device $ENV_DEVICE"
     evalflags=()
     [ "$HAVE_EVAL_EVERY" = 1 ] && evalflags=(--set "eval_every=$every")
 

@@ -73,7 +73,29 @@ CLEANRL = {
     "vf_coef": 0.5,
 }
 
-CONFIGS = {"cleanrl": CLEANRL, "rejax": REJAX_CARTPOLE}
+# ppo-wgpu's `default` preset (the seed design's linear policy and value):
+# CleanRL's loop with 8 envs, lr 0.02 annealed, lambda 1, no entropy bonus,
+# 100k steps; rejax with no hidden layers.
+LINEAR = {
+    "env": "CartPole-v1",
+    "agent_kwargs": {"activation": "tanh", "hidden_layer_sizes": []},
+    "num_envs": 8,
+    "num_steps": 128,
+    "num_epochs": 4,
+    "num_minibatches": 4,
+    "learning_rate": 0.02,
+    "anneal_lr": True,
+    "max_grad_norm": 0.5,
+    "total_timesteps": 100_000,
+    "eval_freq": 2048,
+    "gamma": 0.99,
+    "gae_lambda": 1.0,
+    "clip_eps": 0.2,
+    "ent_coef": 0.0,
+    "vf_coef": 0.5,
+}
+
+CONFIGS = {"cleanrl": CLEANRL, "rejax": REJAX_CARTPOLE, "linear": LINEAR}
 SOLVED = 475.0
 
 

@@ -31,6 +31,18 @@ impl Dispatch {
         resources: &[wgpu::BindingResource<'_>],
         items: u64,
     ) -> Result<Self> {
+        Self::with_constants(ctx, kernel, resources, items, &[])
+    }
+
+    /// Like [`Dispatch::new`], with values for the kernel's own override
+    /// constants (sizes the compiler then folds into its loops).
+    pub fn with_constants(
+        ctx: &GpuContext,
+        kernel: Kernel,
+        resources: &[wgpu::BindingResource<'_>],
+        items: u64,
+        overrides: &[(&'static str, u32)],
+    ) -> Result<Self> {
         let spec = kernel.spec();
         assert_eq!(
             resources.len(),
@@ -44,7 +56,9 @@ impl Dispatch {
                 Shape::PerItem => (&[("WORKGROUP_SIZE", WORKGROUP_SIZE)], items, WORKGROUP_SIZE),
                 Shape::PerWorkgroup(lanes) => (&[], items * lanes as u64, lanes),
             };
-        let pipeline = ctx.pipeline(kernel, spec.entry_point, constants)?;
+        let constants: Vec<(&'static str, u32)> =
+            constants.iter().chain(overrides).copied().collect();
+        let pipeline = ctx.pipeline(kernel, spec.entry_point, &constants)?;
         let layout = ctx.bind_group_layout(kernel);
         let entries: Vec<wgpu::BindGroupEntry> = spec
             .bindings
@@ -83,6 +97,18 @@ impl Dispatch {
         storage: &[wgpu::BindingResource<'_>],
         items: u64,
     ) -> Result<Self> {
+        Self::with_uniform_constants(ctx, kernel, dims, storage, items, &[])
+    }
+
+    /// [`Dispatch::with_uniform`] with override constants ([`Dispatch::with_constants`]).
+    pub fn with_uniform_constants<D: bytemuck::Pod>(
+        ctx: &GpuContext,
+        kernel: Kernel,
+        dims: &D,
+        storage: &[wgpu::BindingResource<'_>],
+        items: u64,
+        overrides: &[(&'static str, u32)],
+    ) -> Result<Self> {
         let uniform = ctx.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(kernel.name()),
             size: (std::mem::size_of::<D>() as u64).next_multiple_of(16),
@@ -94,7 +120,7 @@ impl Dispatch {
         let mut resources = Vec::with_capacity(storage.len() + 1);
         resources.push(uniform.as_entire_binding());
         resources.extend(storage.iter().cloned());
-        let mut dispatch = Dispatch::new(ctx, kernel, &resources, items)?;
+        let mut dispatch = Dispatch::with_constants(ctx, kernel, &resources, items, overrides)?;
         dispatch.uniform = Some(uniform);
         Ok(dispatch)
     }

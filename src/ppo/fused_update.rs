@@ -686,13 +686,6 @@ struct LinearDims {
     minibatches: u32,
     index_begin: u32,
     index_end: u32,
-    obs_dim: u32,
-    num_actions: u32,
-    param_stride: u32,
-    actor_w: u32,
-    actor_b: u32,
-    critic_w: u32,
-    critic_b: u32,
     clip_vloss: u32,
     norm_adv: u32,
     check_kl: u32,
@@ -706,7 +699,6 @@ struct LinearDims {
     eps: f32,
     one_minus_beta1: f32,
     one_minus_beta2: f32,
-    pad0: u32,
 }
 
 /// The buffers the one-dispatch linear update reads and writes (the
@@ -760,13 +752,6 @@ impl LinearUpdate {
             minibatches: settings.num_minibatches as u32,
             index_begin: begin as u32,
             index_end: end as u32,
-            obs_dim: spec.obs_dim as u32,
-            num_actions: spec.num_actions as u32,
-            param_stride: spec.param_count() as u32,
-            actor_w: actor.w_offset as u32,
-            actor_b: actor.b_offset as u32,
-            critic_w: critic.w_offset as u32,
-            critic_b: critic.b_offset as u32,
             clip_vloss: settings.coefs.clip_vloss as u32,
             norm_adv: settings.norm_adv as u32,
             check_kl: settings.target_kl.is_some() as u32,
@@ -780,12 +765,20 @@ impl LinearUpdate {
             eps: settings.adam_eps as f32,
             one_minus_beta1: (1.0 - ADAM_BETA1) as f32,
             one_minus_beta2: (1.0 - ADAM_BETA2) as f32,
-            pad0: 0,
         };
+        let overrides = [
+            ("OBS_DIM", spec.obs_dim as u32),
+            ("NUM_ACTIONS", spec.num_actions as u32),
+            ("PARAMS", spec.param_count() as u32),
+            ("ACTOR_W", actor.w_offset as u32),
+            ("ACTOR_B", actor.b_offset as u32),
+            ("CRITIC_W", critic.w_offset as u32),
+            ("CRITIC_B", critic.b_offset as u32),
+        ];
         let chunks = (0..steps)
             .step_by(per_dispatch)
             .map(|begin| {
-                Dispatch::with_uniform(
+                Dispatch::with_uniform_constants(
                     ctx,
                     Kernel::UpdateLinear,
                     &dims(begin, (begin + per_dispatch).min(steps)),
@@ -801,6 +794,7 @@ impl LinearUpdate {
                         buffers.grads.binding(),
                     ],
                     settings.num_agents as u64,
+                    &overrides,
                 )
             })
             .collect::<Result<Vec<_>>>()?;

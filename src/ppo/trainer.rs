@@ -585,6 +585,9 @@ pub fn train(config: &PpoConfig, ctx: &GpuContext, options: &TrainOptions) -> Re
         bar.finish();
     }
     let interrupted = iteration < sizes.num_iterations;
+    // Training time ends here: the final checkpoint, plot and evaluation
+    // below are not counted in the steady SPS.
+    let training_s = (start.elapsed().as_secs_f64() - eval_s_here).max(1e-9);
     let wall_s = progress.wall_offset_s + start.elapsed().as_secs_f64();
     progress.wall_offset_s = wall_s;
     progress.eval_s += eval_s_here;
@@ -609,8 +612,7 @@ pub fn train(config: &PpoConfig, ctx: &GpuContext, options: &TrainOptions) -> Re
         adapter: ctx.adapter.describe(),
         wall_s,
         global_steps: global_step * p_count as u64,
-        sps: ((global_step - steps_at_start) * p_count as u64) as f64
-            / (start.elapsed().as_secs_f64() - eval_s_here).max(1e-9),
+        sps: ((global_step - steps_at_start) * p_count as u64) as f64 / training_s,
         steps_to_475: progress.steps_to_solved.clone(),
         seconds_to_475: progress.seconds_to_solved.clone(),
         evaluations: progress.evals.clone(),
