@@ -534,14 +534,13 @@ fn fused_update_refusals_name_the_key() {
     gpu.set_update_path(UpdatePath::Fused);
     let err = gpu.uses_fused_update(ctx).unwrap_err().to_string();
     assert!(err.contains("update") && err.contains("300"), "{err}");
+    // auto: layered where the fused update is refused, fused elsewhere.
     gpu.set_update_path(UpdatePath::Auto);
     assert!(!gpu.uses_fused_update(ctx).unwrap());
-
-    // auto: the one-dispatch update for the linear network, not for hidden layers.
     let linear = ActorCriticSpec::new(4, 2, &[]).unwrap();
     for (spec, auto) in [
         (&linear, true),
-        (&ActorCriticSpec::new(4, 2, &[64, 64]).unwrap(), false),
+        (&ActorCriticSpec::new(4, 2, &[64, 64]).unwrap(), true),
     ] {
         let mut gpu = PpoGpu::new(ctx, spec, &settings(1, 8, 4)).unwrap();
         assert_eq!(gpu.uses_fused_update(ctx).unwrap(), auto, "{spec:?}");

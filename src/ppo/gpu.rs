@@ -627,8 +627,8 @@ impl PpoGpu {
         Ok(())
     }
 
-    /// Which update runs ([`UpdatePath::Auto`]: the fused one for the
-    /// linear network, the layered one for hidden layers).
+    /// Which update runs ([`UpdatePath::Auto`]: the fused one wherever it
+    /// is supported).
     pub fn set_update_path(&mut self, path: UpdatePath) {
         self.update_path = path;
     }
@@ -650,12 +650,10 @@ impl PpoGpu {
         if linear_update_support(ctx, &self.spec, m, self.settings.norm_adv).is_none() {
             return Ok(Some(FusedKind::Linear));
         }
-        if self.update_path == UpdatePath::Auto {
-            return Ok(None);
-        }
-        match fused_update_support(ctx, &self.spec, m) {
-            None => Ok(Some(FusedKind::Rows)),
-            Some(reason) => Err(Error::config("update", "fused", reason)),
+        match (fused_update_support(ctx, &self.spec, m), self.update_path) {
+            (None, _) => Ok(Some(FusedKind::Rows)),
+            (Some(_), UpdatePath::Auto) => Ok(None),
+            (Some(reason), _) => Err(Error::config("update", "fused", reason)),
         }
     }
 
