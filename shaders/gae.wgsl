@@ -18,6 +18,7 @@
 // gae_scan: one 256-lane workgroup per sequence; chunks of 256 steps from the
 //   end, each an associative suffix scan of the affine maps x -> delta + c * x
 //   (Hillis-Steele, in workgroup memory), for long T and few sequences.
+// The step map itself is gae_map.wgsl's.
 // CPU reference: ops::gae::gae_cpu.
 
 struct Dims {
@@ -43,21 +44,8 @@ override WORKGROUP_SIZE: u32 = 64u;
 // The affine map of step t of sequence s: adv[t] = delta + c * adv[t+1].
 fn step_map(t: u32, s: u32) -> vec2<f32> {
     let i = t * dims.sequences + s;
-    let f = flags[i];
-    var next_value = 0.0;
-    if ((f & TRUNCATED) != 0u && (f & TERMINATED) == 0u) {
-        next_value = final_values[i];
-    } else if ((f & TERMINATED) == 0u) {
-        if (t + 1u < dims.num_steps) {
-            next_value = records[(i + dims.sequences) * RECORD + 1u];
-        } else {
-            next_value = last_values[s];
-        }
-    }
-    let value = records[i * RECORD + 1u];
-    let delta = rewards[i] + dims.gamma * next_value - value;
-    let carry = select(dims.gamma * dims.lambda, 0.0, f != 0u);
-    return vec2<f32>(delta, carry);
+    return gae_map(i, i + dims.sequences, t + 1u < dims.num_steps, last_values[s],
+                   dims.gamma, dims.lambda);
 }
 
 fn store(t: u32, s: u32, adv: f32) {

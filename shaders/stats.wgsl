@@ -15,6 +15,7 @@
 //   4 records [T][P][N][RECORD] (read), 5 explained_var [P] (write),
 //   6 mb_records [P][M][RECORD] (read-write).
 // Dispatch: one workgroup of 64 lanes per agent (grid folded into (x, y)).
+// The explained variance itself is explained_variance.wgsl's.
 // CPU references: ops::stats::{adv_norm_cpu, row_stats_mean_cpu, explained_variance_cpu}.
 
 struct Dims {
@@ -132,33 +133,9 @@ fn explained_variance(@builtin(workgroup_id) wid: vec3<u32>,
     let p = agent_index(wid, groups);
     let in_range = p < dims.num_agents;
     let rows = select(0u, dims.rows_per_agent, in_range);
-    let n_env = dims.envs_per_agent;
-    var sum_y = 0.0;
-    var sum_e = 0.0;
-    for (var b = lane; b < rows; b += LANES) {
-        let at = (((b / n_env) * dims.num_agents + p) * n_env + b % n_env) * RECORD;
-        let y = records[at + 3u];
-        sum_y += y;
-        sum_e += y - records[at + 1u];
-    }
-    let count = f32(max(rows, 1u));
-    let mean_y = workgroup_sum(lane, sum_y) / count;
-    let mean_e = workgroup_sum(lane, sum_e) / count;
-    var ss_y = 0.0;
-    var ss_e = 0.0;
-    for (var b = lane; b < rows; b += LANES) {
-        let at = (((b / n_env) * dims.num_agents + p) * n_env + b % n_env) * RECORD;
-        let y = records[at + 3u];
-        let dy = y - mean_y;
-        let de = (y - records[at + 1u]) - mean_e;
-        ss_y += dy * dy;
-        ss_e += de * de;
-    }
-    let var_y = workgroup_sum(lane, ss_y) / count;
-    let var_e = workgroup_sum(lane, ss_e) / count;
+    let ev = batch_explained_variance(lane, p, rows, dims.num_agents, dims.envs_per_agent);
     if (in_range && lane == 0u) {
         // NaN when the returns do not vary, as CleanRL reports.
-        let nan = bitcast<f32>(0x7fc00000u);
-        explained_var[p] = select(1.0 - var_e / var_y, nan, var_y == 0.0);
+        explained_var[p] = ev;
     }
 }

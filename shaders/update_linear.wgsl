@@ -3,6 +3,8 @@
 // (no hidden layers), one workgroup of LANES invocations per agent: the
 // whole update in one dispatch where the loop budget allows.
 //
+// With `prologue` (the first dispatch of an update), first the bootstrap
+// value, GAE and the explained variance (the function prologue).
 // Per minibatch, as the layered kernels do it:
 //   gather.wgsl:   rows b = perm[epoch][p][minibatch * M + j] of the rollout;
 //   adv_norm:      (adv - mean) / (std + 1e-8), std with Bessel's correction;
@@ -25,7 +27,10 @@
 //   2 obs [T][P][N][obs_dim] (read), 3 records [T][P][N][RECORD] (read),
 //   4 params [P][K], 5 adam_m [P][K], 6 adam_v [P][K],
 //   7 agent_state [P], 8 history [..][P][HISTORY_STATS], 9 grads [P][K]
-//   (read-write).
+//   (read-write; records too, where the prologue writes advantages and
+//   returns), 10 rewards [T][P][N], 11 flags [T][P][N] (u32), 12
+//   final_values [T][P][N], 13 cur_obs [P][N][obs_dim] (read), 14
+//   explained_var [P] (write).
 // Dispatch: one workgroup per agent (grid folded into (x, y)); the host
 //   splits the minibatch steps over several dispatches where an adapter caps
 //   an invocation's loop iterations (llvmpipe).
@@ -33,6 +38,10 @@
 //   optim) and the f64 reference update (tests/update.rs).
 
 struct Dims {
+    num_steps: u32,
+    prologue: u32,
+    gamma: f32,
+    lambda: f32,
     num_agents: u32,
     envs_per_agent: u32,
     minibatch_size: u32,
@@ -86,13 +95,21 @@ override CRITIC_B: u32 = 14u;
 @group(0) @binding(0) var<uniform> dims: Dims;
 @group(0) @binding(1) var<storage, read> perm: array<u32>;
 @group(0) @binding(2) var<storage, read> obs: array<f32>;
-@group(0) @binding(3) var<storage, read> records: array<f32>;
+@group(0) @binding(3) var<storage, read_write> records: array<f32>;
 @group(0) @binding(4) var<storage, read_write> params: array<f32>;
 @group(0) @binding(5) var<storage, read_write> adam_m: array<f32>;
 @group(0) @binding(6) var<storage, read_write> adam_v: array<f32>;
 @group(0) @binding(7) var<storage, read_write> agent_state: array<AgentState>;
 @group(0) @binding(8) var<storage, read_write> history: array<f32>;
 @group(0) @binding(9) var<storage, read_write> grads: array<f32>;
+@group(0) @binding(10) var<storage, read> rewards: array<f32>;
+@group(0) @binding(11) var<storage, read> flags: array<u32>;
+@group(0) @binding(12) var<storage, read> final_values: array<f32>;
+@group(0) @binding(13) var<storage, read> cur_obs: array<f32>;
+@group(0) @binding(14) var<storage, read_write> explained_var: array<f32>;
+
+const TERMINATED: u32 = 1u;
+const TRUNCATED: u32 = 2u;
 
 var<workgroup> partial: array<f32, 2048>; // LANES * MAX_COLS
 var<workgroup> totals: array<f32, MAX_COLS>;
@@ -100,7 +117,7 @@ var<workgroup> weights: array<f32, MAX_COLS>;
 
 // Sum of `value` over the lanes in lane order (every lane gets it); call in
 // uniform control flow.
-fn lane_sum(lane: u32, value: f32) -> f32 {
+fn workgroup_sum(lane: u32, value: f32) -> f32 {
     partial[lane] = value;
     workgroupBarrier();
     var total = 0.0;
@@ -124,6 +141,39 @@ fn source_row(p: u32, epoch: u32, minibatch: u32, j: u32) -> u32 {
     return ((b / n_env) * dims.num_agents + p) * n_env + b % n_env;
 }
 
+// The update's first passes for agent p, as gae.wgsl's gae_sequential and
+// stats.wgsl's explained_variance do them: V(next observations) for the
+// bootstrap (linear_forward's order), GAE per env over T (advantages and
+// returns into records), then the explained variance of the batch.
+fn prologue(lane: u32, p: u32) {
+    let n_env = dims.envs_per_agent;
+    let sequences = dims.num_agents * n_env;
+    for (var n = lane; n < n_env; n += LANES) {
+        let s = p * n_env + n;
+        var last_value = weights[CRITIC_B];
+        for (var i = 0u; i < OBS_DIM; i++) {
+            last_value += cur_obs[s * OBS_DIM + i] * weights[CRITIC_W + i];
+        }
+        var adv = 0.0;
+        for (var k = 0u; k < dims.num_steps; k++) {
+            let t = dims.num_steps - 1u - k;
+            let i = t * sequences + s;
+            let map = gae_map(i, i + sequences, t + 1u < dims.num_steps, last_value,
+                              dims.gamma, dims.lambda);
+            let value = records[i * RECORD + 1u];
+            adv = map.x + map.y * adv;
+            records[i * RECORD + 2u] = adv;
+            records[i * RECORD + 3u] = adv + value;
+        }
+    }
+    storageBarrier();
+    workgroupBarrier();
+    let ev = batch_explained_variance(lane, p, dims.batch_per_agent, dims.num_agents, n_env);
+    if (lane == 0u) {
+        explained_var[p] = ev;
+    }
+}
+
 @compute @workgroup_size(LANES)
 fn update_linear(@builtin(local_invocation_index) lane: u32,
                  @builtin(workgroup_id) wid: vec3<u32>,
@@ -145,6 +195,9 @@ fn update_linear(@builtin(local_invocation_index) lane: u32,
     }
     var state = agent_state[p];
     workgroupBarrier();
+    if (dims.prologue != 0u) {
+        prologue(lane, p);
+    }
 
     for (var index = dims.index_begin; index < dims.index_end; index++) {
         let epoch = index / dims.minibatches;
@@ -156,13 +209,13 @@ fn update_linear(@builtin(local_invocation_index) lane: u32,
             for (var j = lane; j < m; j += LANES) {
                 sum += records[source_row(p, epoch, minibatch, j) * RECORD + 2u];
             }
-            mean = lane_sum(lane, sum) / f32(max(m, 1u));
+            mean = workgroup_sum(lane, sum) / f32(max(m, 1u));
             var squares = 0.0;
             for (var j = lane; j < m; j += LANES) {
                 let dv = records[source_row(p, epoch, minibatch, j) * RECORD + 2u] - mean;
                 squares += dv * dv;
             }
-            let variance = lane_sum(lane, squares) / f32(max(m, 2u) - 1u);
+            let variance = workgroup_sum(lane, squares) / f32(max(m, 2u) - 1u);
             scale = 1.0 / (sqrt(variance) + 1e-8);
         }
 

@@ -72,21 +72,25 @@ library_files! {
     /// The fused update's row pass (forward, loss, backward to every layer's
     /// delta; template composed with generated code in `ppo::fused_update`).
     UPDATE_ROWS_WGSL => "update_rows.wgsl",
+    /// One GAE step as an affine map (gae.wgsl, update_linear.wgsl).
+    GAE_MAP_WGSL => "gae_map.wgsl",
+    /// A batch's explained variance (stats.wgsl, update_linear.wgsl).
+    EXPLAINED_VARIANCE_WGSL => "explained_variance.wgsl",
 }
 
 shader_files! {
     LINEAR_FORWARD_WGSL => "linear_forward.wgsl",
     LINEAR_BACKWARD_WGSL => "linear_backward.wgsl",
     CATEGORICAL_WGSL => "categorical.wgsl",
-    GAE_WGSL => "gae.wgsl",
+    GAE_WGSL => "gae.wgsl" + "gae_map.wgsl",
     GATHER_WGSL => "gather.wgsl",
     PPO_LOSS_WGSL => "ppo_loss.wgsl",
-    STATS_WGSL => "stats.wgsl",
+    STATS_WGSL => "stats.wgsl" + "explained_variance.wgsl",
     OPTIM_WGSL => "optim.wgsl",
     META_WGSL => "meta.wgsl",
     CONTEXT_WGSL => "context.wgsl",
     UPDATE_GRADS_WGSL => "update_grads.wgsl",
-    UPDATE_LINEAR_WGSL => "update_linear.wgsl",
+    UPDATE_LINEAR_WGSL => "update_linear.wgsl" + "gae_map.wgsl" + "explained_variance.wgsl",
     CARTPOLE_WGSL => "cartpole.wgsl" + "rng.wgsl" + "env_cartpole.wgsl",
 }
 
@@ -273,13 +277,18 @@ impl Kernel {
                         (0, Uniform),
                         (1, Read),
                         (2, Read),
-                        (3, Read),
+                        (3, ReadWrite),
                         (4, ReadWrite),
                         (5, ReadWrite),
                         (6, ReadWrite),
                         (7, ReadWrite),
                         (8, ReadWrite),
                         (9, ReadWrite),
+                        (10, Read),
+                        (11, Read),
+                        (12, Read),
+                        (13, Read),
+                        (14, ReadWrite),
                     ],
                     Shape::PerWorkgroup(32),
                 ),

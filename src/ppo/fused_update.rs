@@ -619,6 +619,15 @@ const LINEAR_LANES: usize = 32;
 const LINEAR_MAX_OBS: usize = 16;
 const LINEAR_MAX_ACTIONS: usize = 16;
 const LINEAR_MAX_COLS: usize = 64;
+const LINEAR_STORAGE_BUFFERS: u32 = 14;
+
+/// Loop iterations one lane of `update_linear` counts in its prologue
+/// (bootstrap, GAE, explained variance).
+fn linear_prologue_iterations(spec: &ActorCriticSpec, settings: &UpdateSettings) -> usize {
+    let envs = settings.envs_per_agent.div_ceil(LINEAR_LANES);
+    let batch = settings.batch_per_agent().div_ceil(LINEAR_LANES);
+    envs * (settings.num_steps + spec.obs_dim) + 2 * batch + 4 * LINEAR_LANES + 8
+}
 
 /// Loop iterations one lane of `update_linear` counts per minibatch step.
 fn linear_step_iterations(spec: &ActorCriticSpec, minibatch_size: usize, norm_adv: bool) -> usize {
@@ -661,9 +670,9 @@ pub fn linear_update_support(
         ));
     }
     let have = ctx.limits.max_storage_buffers_per_shader_stage;
-    if have < 9 {
+    if have < LINEAR_STORAGE_BUFFERS {
         return Some(format!(
-            "the adapter binds {have} storage buffers per stage, the fused linear update 9"
+            "the adapter binds {have} storage buffers per stage, the fused linear update {LINEAR_STORAGE_BUFFERS}"
         ));
     }
     let per_step = linear_step_iterations(spec, minibatch_size, norm_adv);
@@ -678,6 +687,10 @@ pub fn linear_update_support(
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
 struct LinearDims {
+    num_steps: u32,
+    prologue: u32,
+    gamma: f32,
+    lambda: f32,
     num_agents: u32,
     envs_per_agent: u32,
     minibatch_size: u32,
@@ -703,6 +716,11 @@ struct LinearDims {
 /// The buffers the one-dispatch linear update reads and writes (the
 /// engine's own).
 pub struct LinearUpdateBuffers<'a> {
+    pub rewards: &'a GpuBuffer<f32>,
+    pub flags: &'a GpuBuffer<u32>,
+    pub final_values: &'a GpuBuffer<f32>,
+    pub cur_obs: &'a GpuBuffer<f32>,
+    pub explained_var: &'a GpuBuffer<f32>,
     pub perm: &'a GpuBuffer<u32>,
     pub obs: &'a GpuBuffer<f32>,
     pub records: &'a GpuBuffer<f32>,
@@ -720,6 +738,7 @@ pub struct LinearUpdateBuffers<'a> {
 #[derive(Debug)]
 pub struct LinearUpdate {
     chunks: Vec<Dispatch>,
+    prologue: bool,
 }
 
 impl LinearUpdate {
@@ -736,14 +755,31 @@ impl LinearUpdate {
             return Err(Error::config("update", "fused", reason));
         }
         let steps = settings.update_epochs * settings.num_minibatches;
-        let per_dispatch = if ctx.adapter.is_software {
-            (CPU_LOOP_BUDGET / linear_step_iterations(spec, m, settings.norm_adv)).max(1)
+        let per_step = linear_step_iterations(spec, m, settings.norm_adv);
+        let prologue_iterations = linear_prologue_iterations(spec, settings);
+        // The first dispatch also runs the bootstrap, GAE and explained
+        // variance where llvmpipe's loop cap leaves room for them.
+        let (prologue, first, per_dispatch) = if ctx.adapter.is_software {
+            let per_dispatch = (CPU_LOOP_BUDGET / per_step).max(1);
+            match CPU_LOOP_BUDGET.checked_sub(prologue_iterations) {
+                Some(room) if room >= per_step => (true, room / per_step, per_dispatch),
+                _ => (false, per_dispatch, per_dispatch),
+            }
         } else {
-            steps
+            (true, steps, steps)
         };
+        let mut bounds = vec![0, first.min(steps)];
+        while bounds[bounds.len() - 1] < steps {
+            let last = bounds[bounds.len() - 1];
+            bounds.push((last + per_dispatch).min(steps));
+        }
         let actor = &spec.actor().layers(0)[0];
         let critic = &spec.critic().layers(spec.critic_base())[0];
         let dims = |begin: usize, end: usize| LinearDims {
+            num_steps: settings.num_steps as u32,
+            prologue: (prologue && begin == 0) as u32,
+            gamma: settings.gamma as f32,
+            lambda: settings.gae_lambda as f32,
             num_agents: settings.num_agents as u32,
             envs_per_agent: settings.envs_per_agent as u32,
             minibatch_size: m as u32,
@@ -774,13 +810,13 @@ impl LinearUpdate {
             ("CRITIC_W", critic.w_offset as u32),
             ("CRITIC_B", critic.b_offset as u32),
         ];
-        let chunks = (0..steps)
-            .step_by(per_dispatch)
-            .map(|begin| {
+        let chunks = bounds
+            .windows(2)
+            .map(|pair| {
                 Dispatch::with_uniform_constants(
                     ctx,
                     Kernel::UpdateLinear,
-                    &dims(begin, (begin + per_dispatch).min(steps)),
+                    &dims(pair[0], pair[1]),
                     &[
                         buffers.perm.binding(),
                         buffers.obs.binding(),
@@ -791,16 +827,27 @@ impl LinearUpdate {
                         buffers.agent_state.binding(),
                         buffers.history.binding(),
                         buffers.grads.binding(),
+                        buffers.rewards.binding(),
+                        buffers.flags.binding(),
+                        buffers.final_values.binding(),
+                        buffers.cur_obs.binding(),
+                        buffers.explained_var.binding(),
                     ],
                     settings.num_agents as u64,
                     &overrides,
                 )
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(LinearUpdate { chunks })
+        Ok(LinearUpdate { chunks, prologue })
     }
 
-    /// Dispatches one update records (one on GPUs).
+    /// Whether the first dispatch also runs the bootstrap, GAE and the
+    /// explained variance (else the engine records their own kernels).
+    pub fn has_prologue(&self) -> bool {
+        self.prologue
+    }
+
+    /// Dispatches one update records after the bootstrap and GAE (one on GPUs).
     pub fn dispatch_count(&self) -> usize {
         self.chunks.len()
     }

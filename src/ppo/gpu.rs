@@ -683,6 +683,11 @@ impl PpoGpu {
                 &self.spec,
                 &self.settings,
                 &LinearUpdateBuffers {
+                    rewards: &self.rollout.rewards,
+                    flags: &self.rollout.flags,
+                    final_values: &self.rollout.final_values,
+                    cur_obs: &self.cur_obs,
+                    explained_var: &self.explained_var,
                     perm: &self.perm,
                     obs: &self.rollout.obs,
                     records: &self.rollout.records,
@@ -809,37 +814,43 @@ impl PpoGpu {
             // Only the first epoch's statistics are written below.
             encoder.clear_buffer(&self.history.buffer, 0, None);
         }
-        {
-            let mut pass = encoder.begin_compute_pass(&Default::default());
-            for d in self.rollout_critic.forward_dispatches() {
-                d.record(&mut pass);
+        // A context update is one step after the first epoch.
+        let context = self.context.as_ref().filter(|_| self.context_on);
+        let fused = self.fused_update.as_ref().filter(|_| context.is_none());
+        let (linear, fused) = match fused {
+            Some(FusedStep::Linear(linear)) => (Some(linear), None),
+            Some(FusedStep::Rows(rows)) => (None, Some(rows)),
+            None => (None, None),
+        };
+        // The linear update's first dispatch bootstraps and runs GAE itself.
+        let prologue = linear.is_some_and(LinearUpdate::has_prologue);
+        if !prologue {
+            {
+                let mut pass = encoder.begin_compute_pass(&Default::default());
+                for d in self.rollout_critic.forward_dispatches() {
+                    d.record(&mut pass);
+                }
             }
+            let rows_bytes = (self.rollout.last_values.len() * 4) as u64;
+            encoder.copy_buffer_to_buffer(
+                &self.rollout_critic.output().buffer,
+                0,
+                &self.rollout.last_values.buffer,
+                0,
+                rows_bytes,
+            );
         }
-        let rows_bytes = (self.rollout.last_values.len() * 4) as u64;
-        encoder.copy_buffer_to_buffer(
-            &self.rollout_critic.output().buffer,
-            0,
-            &self.rollout.last_values.buffer,
-            0,
-            rows_bytes,
-        );
         {
             let mut pass = encoder.begin_compute_pass(&Default::default());
-            self.gae.dispatch().record(&mut pass);
-            self.explained_variance.record(&mut pass);
+            if !prologue {
+                self.gae.dispatch().record(&mut pass);
+                self.explained_variance.record(&mut pass);
+            }
             let minibatches = self.settings.num_minibatches;
-            // A context update is one step after the first epoch.
-            let context = self.context.as_ref().filter(|_| self.context_on);
             let epochs = if context.is_some() {
                 1
             } else {
                 self.settings.update_epochs
-            };
-            let fused = self.fused_update.as_ref().filter(|_| context.is_none());
-            let (linear, fused) = match fused {
-                Some(FusedStep::Linear(linear)) => (Some(linear), None),
-                Some(FusedStep::Rows(rows)) => (None, Some(rows)),
-                None => (None, None),
             };
             // The linear update runs every minibatch step in its own dispatch.
             let epochs = match linear {
@@ -949,7 +960,12 @@ impl PpoGpu {
     /// every minibatch step), all in one submission.
     pub fn update_dispatch_count(&self) -> usize {
         if let Some(FusedStep::Linear(linear)) = &self.fused_update {
-            return self.rollout_critic.forward_dispatches().count() + 2 + linear.dispatch_count();
+            let separate = if linear.has_prologue() {
+                0
+            } else {
+                self.rollout_critic.forward_dispatches().count() + 2
+            };
+            return separate + linear.dispatch_count();
         }
         let step = match &self.fused_update {
             Some(FusedStep::Rows(fused)) => fused.dispatch_count(),
