@@ -150,8 +150,9 @@ pub struct PpoConfig {
     /// one dispatch; with hidden layers each minibatch step's forward, loss
     /// and backward of both networks in two dispatches; refused where the
     /// network or minibatch is too large for it), "layered" (a dispatch per
-    /// layer and pass) or "auto" (fused where it is supported, else
-    /// layered; `train` prints which).
+    /// layer and pass) or "auto" (fused for the linear network, and with
+    /// hidden layers for minibatches of up to 512 rows over all agents;
+    /// layered elsewhere; `train` prints which).
     pub update: UpdatePath,
 }
 

@@ -11,6 +11,7 @@ use ppo_wgpu::ops::categorical::SampleKey;
 use ppo_wgpu::ops::gae::{GaeVariant, TERMINATED, TRUNCATED};
 use ppo_wgpu::ops::ppo_loss::{stat, LossCoefs};
 use ppo_wgpu::ops::{record, RECORD};
+use ppo_wgpu::ppo::fused_update::{fused_update_support, AUTO_FUSED_ROWS};
 use ppo_wgpu::ppo::reference::{reference_update, ReferenceInputs};
 use ppo_wgpu::ppo::{permutations, ActorCriticSpec, PpoGpu, UpdatePath, UpdateSettings};
 use rand::{Rng, SeedableRng};
@@ -547,6 +548,30 @@ fn fused_update_refusals_name_the_key() {
         gpu.set_update_path(UpdatePath::Layered);
         assert!(!gpu.uses_fused_update(ctx).unwrap());
     }
+    // Minibatches over AUTO_FUSED_ROWS keep the layered step under auto;
+    // asked for, the fused one runs.
+    let spec = ActorCriticSpec::new(4, 2, &[64, 64]).unwrap();
+    let mut gpu = PpoGpu::new(ctx, &spec, &settings(1, 128, 32)).unwrap();
+    const { assert!(1024 > AUTO_FUSED_ROWS) };
+    assert!(!gpu.uses_fused_update(ctx).unwrap());
+    gpu.set_update_path(UpdatePath::Fused);
+    assert!(gpu.uses_fused_update(ctx).unwrap());
+    // A scratch buffer over the adapter's binding limit is refused, by size.
+    let rows = (ctx.max_binding_bytes() / (4 * 4)) as usize + 1;
+    let reason = fused_update_support(ctx, &ActorCriticSpec::new(4, 2, &[]).unwrap(), 1, rows)
+        .or_else(|| fused_update_support(ctx, &spec, 1, rows))
+        .unwrap();
+    assert!(
+        reason.contains("scratch") || reason.contains("65000"),
+        "{reason}"
+    );
+    let big = fused_update_support(ctx, &spec, 64, 1024);
+    let scratch = 64 * 1024 * 519 * 4;
+    assert_eq!(
+        big.is_some(),
+        scratch > ctx.max_binding_bytes().min(ctx.limits.max_buffer_size),
+        "{big:?}"
+    );
 
     let spec = ActorCriticSpec::new(4, 2, &[8]).unwrap();
     let big = UpdateSettings {
@@ -558,4 +583,19 @@ fn fused_update_refusals_name_the_key() {
     gpu.set_update_path(UpdatePath::Fused);
     let err = gpu.uses_fused_update(ctx).unwrap_err().to_string();
     assert!(err.contains("update") && err.contains("65536"), "{err}");
+}
+
+/// The linear network's one-dispatch update at a size where llvmpipe's
+/// loop cap splits it (16,384-row batches, 8,192-row minibatches: a few
+/// dispatches there, the first with the bootstrap and GAE), against the
+/// f64 reference.
+#[test]
+fn fused_linear_update_matches_the_reference_when_split() {
+    let _serial = serial();
+    let Some(ctx) = ctx() else { return };
+    let s = UpdateSettings {
+        num_minibatches: 2,
+        ..settings(1, 256, 64)
+    };
+    check_update(ctx, &[], &s, 101, UpdatePath::Fused);
 }

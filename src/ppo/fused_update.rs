@@ -44,10 +44,11 @@ use super::{ActorCriticSpec, UpdateSettings};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum UpdatePath {
-    /// The fused update wherever it is supported, else the layered one. On
-    /// llvmpipe (2 cores) the linear network's one-dispatch update is 10×
-    /// the layered one, and CleanRL's 64-64 update 1.5-1.9× (Mesa 22.3 GL:
-    /// 30-45 ms against 57-70; first compile 1.2 s).
+    /// The fused update where it is supported: always for the linear
+    /// network (10× the layered update on llvmpipe), and with hidden
+    /// layers up to [`AUTO_FUSED_ROWS`] minibatch rows (CleanRL's 64-64
+    /// update 1.5-1.9×: Mesa 22.3 GL 30-45 ms against 57-70, first compile
+    /// 1.2 s); the layered update elsewhere.
     #[default]
     Auto,
     /// The fused update: one dispatch for the linear network, else two per
@@ -56,6 +57,13 @@ pub enum UpdatePath {
     /// A dispatch per layer and pass.
     Layered,
 }
+
+/// Most minibatch rows over all agents for which `update = auto` takes the
+/// two-dispatch step. At CleanRL's 128 rows it was 1.35-1.9× the layered
+/// step (Mesa 22.3 and 25 GL); at 1,024 rows (P = 1 × N = 32, or P = 8 ×
+/// N = 4) runs on this 2-core machine ranged from 0.7× to 1.3×, within its
+/// noise, so larger minibatches keep the layered step's GEMMs.
+pub const AUTO_FUSED_ROWS: usize = 512;
 
 /// Minibatch rows per workgroup where they fit workgroup memory. On Mesa
 /// 25 llvmpipe GL (2 cores, 64-64, CleanRL's update) 1 / 2 / 4 rows took
@@ -161,6 +169,7 @@ pub fn update_lanes_rows(ctx: &GpuContext, spec: &ActorCriticSpec) -> Option<usi
 pub fn fused_update_support(
     ctx: &GpuContext,
     spec: &ActorCriticSpec,
+    num_agents: usize,
     minibatch_size: usize,
 ) -> Option<String> {
     if let Some(wide) = spec.hidden.iter().find(|&&h| h > MAX_FUSED_HIDDEN) {
@@ -171,6 +180,13 @@ pub fn fused_update_support(
     if minibatch_size > MAX_FUSED_MINIBATCH {
         return Some(format!(
             "minibatch of {minibatch_size} rows per agent exceeds the fused update's {MAX_FUSED_MINIBATCH}"
+        ));
+    }
+    let scratch = (num_agents * minibatch_size * ScratchLayout::new(spec).stride * 4) as u64;
+    let limit = ctx.max_binding_bytes().min(ctx.limits.max_buffer_size);
+    if scratch > limit {
+        return Some(format!(
+            "its scratch of {scratch} bytes for {num_agents} agents × {minibatch_size} rows exceeds the adapter's {limit}"
         ));
     }
     if update_lanes_rows(ctx, spec).is_none() {
@@ -487,7 +503,7 @@ impl FusedUpdate {
         coefs: LossCoefs,
         buffers: &FusedUpdateBuffers<'_>,
     ) -> Result<Self> {
-        if let Some(reason) = fused_update_support(ctx, spec, minibatch_size) {
+        if let Some(reason) = fused_update_support(ctx, spec, num_agents, minibatch_size) {
             return Err(Error::config("update", "fused", reason));
         }
         let rows_per_group = update_lanes_rows(ctx, spec).unwrap_or(1);

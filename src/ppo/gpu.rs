@@ -6,7 +6,7 @@
 
 use super::fused_update::{
     fused_update_support, linear_update_support, update_lanes_rows, FusedUpdate,
-    FusedUpdateBuffers, LinearUpdate, LinearUpdateBuffers, UpdatePath,
+    FusedUpdateBuffers, LinearUpdate, LinearUpdateBuffers, UpdatePath, AUTO_FUSED_ROWS,
 };
 use crate::env::gpu_cartpole::{CartPoleStepBuffers, GpuCartPole};
 use crate::env::{EpisodeStats, StepOut, VecEnv, NUM_ACTIONS, OBS_DIM};
@@ -650,7 +650,12 @@ impl PpoGpu {
         if linear_update_support(ctx, &self.spec, m, self.settings.norm_adv).is_none() {
             return Ok(Some(FusedKind::Linear));
         }
-        match (fused_update_support(ctx, &self.spec, m), self.update_path) {
+        let p_count = self.settings.num_agents;
+        match (
+            fused_update_support(ctx, &self.spec, p_count, m),
+            self.update_path,
+        ) {
+            (None, UpdatePath::Auto) if p_count * m > AUTO_FUSED_ROWS => Ok(None),
             (None, _) => Ok(Some(FusedKind::Rows)),
             (Some(_), UpdatePath::Auto) => Ok(None),
             (Some(reason), _) => Err(Error::config("update", "fused", reason)),
