@@ -375,6 +375,10 @@ struct BenchRow {
     rollout_sps: f64,
     /// The update phase alone: milliseconds per update.
     update_ms: f64,
+    /// Which update ran ("fused, linear", "fused, 2 per minibatch", "layered").
+    update: String,
+    /// Kernel dispatches per update (one submission).
+    update_dispatches: usize,
     /// Seconds to a mean greedy return of 475 (median agent), adapter start-up included.
     seconds_to_475: Option<f64>,
     agents_reaching_475: usize,
@@ -422,7 +426,7 @@ fn bench(args: &BenchArgs) -> ppo_wgpu::Result<()> {
     let runs_root = std::env::temp_dir().join(format!("ppo-wgpu-bench-{}", std::process::id()));
     let mut rows = Vec::new();
     println!(
-        "{:<8} {:>4} {:>6} {:>10} {:>8} {:>12} {:>12} {:>17} {:>12} {:>10} {:>9} {:>10} {:>8}",
+        "{:<8} {:>4} {:>6} {:>10} {:>8} {:>12} {:>12} {:>17} {:>12} {:>22} {:>10} {:>10} {:>9} {:>10} {:>8}",
         "preset",
         "env",
         "agents",
@@ -432,17 +436,21 @@ fn bench(args: &BenchArgs) -> ppo_wgpu::Result<()> {
         "steady SPS",
         "rollout",
         "rollout SPS",
+        "update",
+        "dispatches",
         "update ms",
         "s to 475",
         "eval mean",
         "wall s"
     );
-    for (preset, config) in configs {
+    for (index, (preset, config)) in configs.into_iter().enumerate() {
+        // A folder per run: run folders are named to the second, and short
+        // runs of the same seed would collide.
         let report = trainer::train(
             &config,
             &ctx,
             &TrainOptions {
-                runs_root: runs_root.clone(),
+                runs_root: runs_root.join(index.to_string()),
                 ..Default::default()
             },
         )?;
@@ -474,13 +482,15 @@ fn bench(args: &BenchArgs) -> ppo_wgpu::Result<()> {
             rollout: s.rollout.clone(),
             rollout_sps: s.rollout_sps,
             update_ms: s.update_ms,
+            update: s.update.clone(),
+            update_dispatches: s.update_dispatches,
             seconds_to_475: median,
             agents_reaching_475: reaching,
             final_eval_mean: eval_mean,
             wall_s: s.wall_s + startup_s,
         };
         println!(
-            "{:<8} {:>4} {:>6} {:>10} {:>8} {:>12} {:>12.0} {:>17} {:>12.0} {:>10.2} {:>9} {:>10.1} {:>8.1}",
+            "{:<8} {:>4} {:>6} {:>10} {:>8} {:>12} {:>12.0} {:>17} {:>12.0} {:>22} {:>10} {:>10.2} {:>9} {:>10.1} {:>8.1}",
             row.preset,
             format!("{:?}", row.env_device).to_lowercase(),
             row.num_agents,
@@ -490,6 +500,8 @@ fn bench(args: &BenchArgs) -> ppo_wgpu::Result<()> {
             row.steady_sps,
             row.rollout,
             row.rollout_sps,
+            row.update,
+            row.update_dispatches,
             row.update_ms,
             row.seconds_to_475
                 .map_or("-".to_string(), |t| format!("{t:.1}")),

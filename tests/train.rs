@@ -170,10 +170,16 @@ fn device_envs_learn_and_resume_exactly() {
         last > 2.5 * first && last > 150.0,
         "return did not clearly rise: {first:.1} -> {last:.1}"
     );
-    // The summary names the rollout and times each phase.
+    // The summary names the rollout and the update, and times each phase.
     let summary = &report.summary;
     assert_eq!(summary.rollout, "fused per-env");
     assert!(summary.rollout_sps > 0.0 && summary.update_ms > 0.0);
+    assert_eq!(summary.update, "fused, linear");
+    assert!(
+        (1..=5).contains(&summary.update_dispatches),
+        "{}",
+        summary.update_dispatches
+    );
 
     // Resume from a checkpoint, with the linear policy (per-env fused
     // rollout) and with 64-64 (lanes), 2 agents × 8 envs.
@@ -370,4 +376,39 @@ fn the_cli_names_bad_input_and_exits_nonzero() {
             "{stderr}"
         );
     }
+}
+
+/// `bench` runs short trainings back to back: two of the same seed within
+/// one second once collided on their run folder. It prints each run's
+/// update and its dispatch count.
+#[test]
+fn bench_runs_short_configs_back_to_back() {
+    if ctx().is_none() {
+        return;
+    }
+    let out = binary()
+        .args([
+            "bench",
+            "--presets",
+            "default,linear",
+            "--agents",
+            "1",
+            "--env-devices",
+            "gpu",
+            "--max-timesteps",
+            "2048",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.contains("fused, linear"))
+        .collect();
+    assert_eq!(rows.len(), 2, "{stdout}");
 }

@@ -662,6 +662,16 @@ impl PpoGpu {
         }
     }
 
+    /// The update that runs, in a few words ("fused, linear", "fused, 2
+    /// per minibatch", "layered"), for summaries and benches.
+    pub fn update_name(&self, ctx: &GpuContext) -> &'static str {
+        match self.fused_kind(ctx) {
+            Ok(Some(FusedKind::Linear)) => "fused, linear",
+            Ok(Some(FusedKind::Rows)) => "fused, 2 per minibatch",
+            _ => "layered",
+        }
+    }
+
     /// The minibatch step in words, for the trainer's progress line.
     pub fn update_path_description(&self, ctx: &GpuContext) -> String {
         match self.fused_kind(ctx) {

@@ -621,6 +621,8 @@ pub fn train(config: &PpoConfig, ctx: &GpuContext, options: &TrainOptions) -> Re
         rollout: rollout_path,
         rollout_sps: (updates * p_count * n * config.num_steps) as f64 / rollout_s.max(1e-9),
         update_ms: 1e3 * update_s / updates.max(1) as f64,
+        update: gpu.update_name(ctx).to_string(),
+        update_dispatches: gpu.update_dispatch_count(),
     };
     write_summary(&run.summary_path(), &summary)?;
     Ok(TrainReport {

@@ -45,6 +45,11 @@ pub struct Summary {
     /// The update phase alone: mean milliseconds per update (bootstrap, GAE
     /// and every epoch's minibatches, statistics read back).
     pub update_ms: f64,
+    /// Which update ran ("fused, linear", "fused, 2 per minibatch" or
+    /// "layered").
+    pub update: String,
+    /// Kernel dispatches per update (one submission).
+    pub update_dispatches: usize,
 }
 
 /// Writes `summary` as pretty JSON, atomically. JSON has no NaN or infinity:
