@@ -13,7 +13,8 @@
 //!
 //! Run: `cargo bench --bench ppo` (add `WGPU_BACKEND=gl` or `vulkan`;
 //! `PPO_BENCH_AGENTS=64` for a population in the first part;
-//! `PPO_BENCH_GRID_P=1,8,64` and `PPO_BENCH_GRID_N=4,32` for the grid).
+//! `PPO_BENCH_GRID_P=1,8,64` and `PPO_BENCH_GRID_N=4,32` for the grid;
+//! `PPO_BENCH_UPDATE=fused` or `layered` forces the grid's update path).
 
 use std::time::Instant;
 
@@ -22,7 +23,7 @@ use ppo_wgpu::env::{CartPole, CartPoleConfig, GpuCartPole, StepOut, VecEnv};
 use ppo_wgpu::ops::categorical::SampleKey;
 use ppo_wgpu::ppo::fused::LANES_AUTO_ENVS;
 use ppo_wgpu::ppo::trainer::{initial_params, update_settings};
-use ppo_wgpu::ppo::{permutations, ActorCriticSpec, FusedLayout, PpoGpu, RolloutPath};
+use ppo_wgpu::ppo::{permutations, ActorCriticSpec, FusedLayout, PpoGpu, RolloutPath, UpdatePath};
 use ppo_wgpu::{AdapterOptions, GpuContext};
 
 fn median(mut times: Vec<f64>) -> f64 {
@@ -161,6 +162,12 @@ fn grid_point(ctx: &GpuContext, hidden: &[usize], agents: usize, num_envs: usize
         .expect("params");
     gpu.set_learning_rates(&vec![config.learning_rate; agents])
         .expect("lr");
+    let update = match std::env::var("PPO_BENCH_UPDATE").as_deref() {
+        Ok("fused") => UpdatePath::Fused,
+        Ok("layered") => UpdatePath::Layered,
+        _ => UpdatePath::Auto,
+    };
+    gpu.set_update_path(update);
     let mut env =
         GpuCartPole::new(ctx, CartPoleConfig::new(agents, num_envs), steps).expect("device env");
     env.reset(ctx, 1).expect("reset");
@@ -181,11 +188,12 @@ fn grid_point(ctx: &GpuContext, hidden: &[usize], agents: usize, num_envs: usize
     let batch = (agents * num_envs * steps) as f64;
     let (rollout_s, update_s) = (median(rollout_times), median(update_times));
     println!(
-        "grid hidden {hidden:?} P={agents} N={num_envs}: rollout {:.0} steps/s, update {:.0} steps/s ({:.1} ms), \
+        "grid hidden {hidden:?} P={agents} N={num_envs}: rollout {:.0} steps/s, update {:.0} steps/s ({:.1} ms, {}), \
          iteration {:.0} env steps/s",
         batch / rollout_s,
         batch / update_s,
         update_s * 1e3,
+        gpu.update_name(ctx),
         batch / (rollout_s + update_s)
     );
 }

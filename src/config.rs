@@ -151,8 +151,8 @@ pub struct PpoConfig {
     /// and backward of both networks in two dispatches; refused where the
     /// network or minibatch is too large for it), "layered" (a dispatch per
     /// layer and pass) or "auto" (fused for the linear network, and with
-    /// hidden layers for minibatches of up to 512 rows over all agents;
-    /// layered elsewhere; `train` prints which).
+    /// hidden layers for one agent; layered elsewhere, where it measured as
+    /// fast; `train` prints which).
     pub update: UpdatePath,
 }
 

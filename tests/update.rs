@@ -11,7 +11,7 @@ use ppo_wgpu::ops::categorical::SampleKey;
 use ppo_wgpu::ops::gae::{GaeVariant, TERMINATED, TRUNCATED};
 use ppo_wgpu::ops::ppo_loss::{stat, LossCoefs};
 use ppo_wgpu::ops::{record, RECORD};
-use ppo_wgpu::ppo::fused_update::{fused_update_support, AUTO_FUSED_ROWS};
+use ppo_wgpu::ppo::fused_update::fused_update_support;
 use ppo_wgpu::ppo::reference::{reference_update, ReferenceInputs};
 use ppo_wgpu::ppo::{permutations, ActorCriticSpec, PpoGpu, UpdatePath, UpdateSettings};
 use rand::{Rng, SeedableRng};
@@ -548,11 +548,10 @@ fn fused_update_refusals_name_the_key() {
         gpu.set_update_path(UpdatePath::Layered);
         assert!(!gpu.uses_fused_update(ctx).unwrap());
     }
-    // Minibatches over AUTO_FUSED_ROWS keep the layered step under auto;
+    // Populations with hidden layers keep the layered step under auto;
     // asked for, the fused one runs.
     let spec = ActorCriticSpec::new(4, 2, &[64, 64]).unwrap();
-    let mut gpu = PpoGpu::new(ctx, &spec, &settings(1, 128, 32)).unwrap();
-    const { assert!(1024 > AUTO_FUSED_ROWS) };
+    let mut gpu = PpoGpu::new(ctx, &spec, &settings(2, 8, 4)).unwrap();
     assert!(!gpu.uses_fused_update(ctx).unwrap());
     gpu.set_update_path(UpdatePath::Fused);
     assert!(gpu.uses_fused_update(ctx).unwrap());

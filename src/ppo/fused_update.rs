@@ -46,9 +46,13 @@ use super::{ActorCriticSpec, UpdateSettings};
 pub enum UpdatePath {
     /// The fused update where it is supported: always for the linear
     /// network (10× the layered update on llvmpipe), and with hidden
-    /// layers up to [`AUTO_FUSED_ROWS`] minibatch rows (CleanRL's 64-64
-    /// update 1.5-1.9×: Mesa 22.3 GL 30-45 ms against 57-70, first compile
-    /// 1.2 s); the layered update elsewhere.
+    /// layers for one agent whose weights the row pass reads from a uniform
+    /// block ([`update_uniform_weights`]); the layered update elsewhere.
+    /// Side by side (`cargo bench --bench ppo`, `PPO_BENCH_UPDATE`, Mesa 25
+    /// GL, 64-64): one agent, 4 envs 1.2-2.4× the layered update, 32 envs
+    /// 1.13-1.6×; 8 agents (weights from storage), 4 envs a tie, 32 envs
+    /// 0.9×. Mesa 22.3 GL, one agent, 4 envs: 30-45 ms against 57-70; first
+    /// compile 1.2 s.
     #[default]
     Auto,
     /// The fused update: one dispatch for the linear network, else two per
@@ -57,13 +61,6 @@ pub enum UpdatePath {
     /// A dispatch per layer and pass.
     Layered,
 }
-
-/// Most minibatch rows over all agents for which `update = auto` takes the
-/// two-dispatch step. At CleanRL's 128 rows it was 1.35-1.9× the layered
-/// step (Mesa 22.3 and 25 GL); at 1,024 rows (P = 1 × N = 32, or P = 8 ×
-/// N = 4) runs on this 2-core machine ranged from 0.7× to 1.3×, within its
-/// noise, so larger minibatches keep the layered step's GEMMs.
-pub const AUTO_FUSED_ROWS: usize = 512;
 
 /// Minibatch rows per workgroup where they fit workgroup memory. On Mesa
 /// 25 llvmpipe GL (2 cores, 64-64, CleanRL's update) 1 / 2 / 4 rows took

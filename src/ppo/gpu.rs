@@ -5,8 +5,8 @@
 //! one submission with only statistics read back.
 
 use super::fused_update::{
-    fused_update_support, linear_update_support, update_lanes_rows, FusedUpdate,
-    FusedUpdateBuffers, LinearUpdate, LinearUpdateBuffers, UpdatePath, AUTO_FUSED_ROWS,
+    fused_update_support, linear_update_support, update_lanes_rows, update_uniform_weights,
+    FusedUpdate, FusedUpdateBuffers, LinearUpdate, LinearUpdateBuffers, UpdatePath,
 };
 use crate::env::gpu_cartpole::{CartPoleStepBuffers, GpuCartPole};
 use crate::env::{EpisodeStats, StepOut, VecEnv, NUM_ACTIONS, OBS_DIM};
@@ -655,7 +655,9 @@ impl PpoGpu {
             fused_update_support(ctx, &self.spec, p_count, m),
             self.update_path,
         ) {
-            (None, UpdatePath::Auto) if p_count * m > AUTO_FUSED_ROWS => Ok(None),
+            (None, UpdatePath::Auto) if !update_uniform_weights(ctx, &self.spec, p_count) => {
+                Ok(None)
+            }
             (None, _) => Ok(Some(FusedKind::Rows)),
             (Some(_), UpdatePath::Auto) => Ok(None),
             (Some(reason), _) => Err(Error::config("update", "fused", reason)),
