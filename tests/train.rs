@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::{ctx, only_run_dir};
-use ppo_wgpu::config::{EnvDevice, PpoConfig, RolloutPath};
+use ppo_wgpu::config::{EnvDevice, PpoConfig, RolloutPath, UpdatePath};
 use ppo_wgpu::gpu::GpuContext;
 use ppo_wgpu::ppo::trainer::{train, TrainOptions};
 use ppo_wgpu::run::{load_checkpoint, read_metrics, MetricsRow};
@@ -182,10 +182,18 @@ fn device_envs_learn_and_resume_exactly() {
     );
 
     // Resume from a checkpoint, with the linear policy (per-env fused
-    // rollout) and with 64-64 (lanes), 2 agents × 8 envs.
-    for (hidden, rollout) in [(vec![], "fused per-env"), (vec![64, 64], "fused lanes E=4")] {
+    // rollout, one-dispatch update) and with 64-64 (lanes; the layered
+    // update auto gives populations, and the two-dispatch fused step),
+    // 2 agents × 8 envs.
+    for (hidden, rollout, update) in [
+        (vec![], "fused per-env", UpdatePath::Auto),
+        (vec![64, 64], "fused lanes E=4", UpdatePath::Auto),
+        (vec![64, 64], "fused lanes E=4", UpdatePath::Fused),
+    ] {
         config.hidden = hidden;
-        resumes_exactly(ctx, &config, &root.join(rollout.replace(' ', "_")), rollout);
+        config.update = update;
+        let dir = format!("{}_{update:?}", rollout.replace(' ', "_"));
+        resumes_exactly(ctx, &config, &root.join(dir), rollout);
     }
     let _ = std::fs::remove_dir_all(root);
 }
