@@ -678,7 +678,7 @@ impl PpoGpu {
     pub fn update_path_description(&self, ctx: &GpuContext) -> String {
         match self.fused_kind(ctx) {
             Ok(Some(FusedKind::Linear)) => {
-                "fused (every minibatch step in one dispatch, a workgroup per agent)".to_string()
+                "fused (the whole update in one dispatch, a workgroup per agent)".to_string()
             }
             Ok(Some(FusedKind::Rows)) => {
                 let rows = update_lanes_rows(ctx, &self.spec).unwrap_or(1);
