@@ -128,11 +128,6 @@ fn workgroup_sum(lane: u32, value: f32) -> f32 {
     return total;
 }
 
-// d max(a, b) / d a in PyTorch: 1 if a > b, 0.5 on a tie, else 0.
-fn max_grad_weight(a: f32, b: f32) -> f32 {
-    return select(select(0.0, 0.5, a == b), 1.0, a > b);
-}
-
 // The rollout row of agent p's minibatch row j.
 fn source_row(p: u32, epoch: u32, minibatch: u32, j: u32) -> u32 {
     let m = dims.minibatch_size;
@@ -249,7 +244,7 @@ fn update_linear(@builtin(local_invocation_index) lane: u32,
                 value += x[i] * weights[CRITIC_W + i];
             }
 
-            // ppo_loss.wgsl, row by row.
+            // ppo_loss.wgsl, row by row (ppo_loss_terms.wgsl).
             var max_logit = logits[0];
             for (var a = 1u; a < a_count; a++) {
                 max_logit = max(max_logit, logits[a]);
@@ -264,48 +259,28 @@ fn update_linear(@builtin(local_invocation_index) lane: u32,
                 let logp_a = logits[a] - log_norm;
                 entropy -= exp(logp_a) * logp_a;
             }
-            let logratio = (logits[action] - log_norm) - old_logp;
-            let ratio = exp(logratio);
-            let pg_unclipped = -adv * ratio;
-            let pg_clipped = -adv * clamp(ratio, 1.0 - clip, 1.0 + clip);
-            let ratio_in_range = select(0.0, 1.0, ratio >= 1.0 - clip && ratio <= 1.0 + clip);
-            let w_unclipped = max_grad_weight(pg_unclipped, pg_clipped);
-            let w_clipped = max_grad_weight(pg_clipped, pg_unclipped) * ratio_in_range;
-            let dpg_dlogp = -adv * ratio * (w_unclipped + w_clipped);
+            let terms = ppo_loss_terms(logits[action] - log_norm, old_logp, adv, value,
+                                       old_value, ret, clip, dims.clip_vloss != 0u);
             for (var a = 0u; a < a_count; a++) {
                 let logp_a = logits[a] - log_norm;
-                let p_a = exp(logp_a);
-                let onehot = select(0.0, 1.0, a == action);
-                let dentropy = -p_a * (logp_a + entropy);
-                let dlogit = inv_m * (dpg_dlogp * (onehot - p_a) - dims.ent_coef * dentropy);
+                let dlogit = inv_m * ppo_dlogit(logp_a, a == action, entropy, terms.dpg_dlogp,
+                                                dims.ent_coef);
                 acc[ACTOR_B + a] += dlogit;
                 for (var i = 0u; i < d; i++) {
                     acc[ACTOR_W + a * d + i] += dlogit * x[i];
                 }
             }
-            var v_loss = 0.5 * (value - ret) * (value - ret);
-            var dv = value - ret;
-            if (dims.clip_vloss != 0u) {
-                let diff = value - old_value;
-                let v_clipped = old_value + clamp(diff, -clip, clip);
-                let loss_unclipped = (value - ret) * (value - ret);
-                let loss_clipped = (v_clipped - ret) * (v_clipped - ret);
-                v_loss = 0.5 * max(loss_unclipped, loss_clipped);
-                let diff_in_range = select(0.0, 1.0, diff >= -clip && diff <= clip);
-                dv = max_grad_weight(loss_unclipped, loss_clipped) * (value - ret)
-                   + max_grad_weight(loss_clipped, loss_unclipped) * diff_in_range * (v_clipped - ret);
-            }
-            let dvalue = inv_m * dims.vf_coef * dv;
+            let dvalue = inv_m * dims.vf_coef * terms.dv;
             acc[CRITIC_B] += dvalue;
             for (var i = 0u; i < d; i++) {
                 acc[CRITIC_W + i] += dvalue * x[i];
             }
-            acc[k_count] += max(pg_unclipped, pg_clipped);
-            acc[k_count + 1u] += v_loss;
+            acc[k_count] += terms.pg;
+            acc[k_count + 1u] += terms.v_loss;
             acc[k_count + 2u] += entropy;
-            acc[k_count + 3u] += -logratio;
-            acc[k_count + 4u] += (ratio - 1.0) - logratio;
-            acc[k_count + 5u] += select(0.0, 1.0, abs(ratio - 1.0) > clip);
+            acc[k_count + 3u] += -terms.logratio;
+            acc[k_count + 4u] += (terms.ratio - 1.0) - terms.logratio;
+            acc[k_count + 5u] += terms.clipped;
         }
 
         // Column sums over the lanes, in lane order.

@@ -61,12 +61,7 @@ fn stable_tanh(z: f32) -> f32 {
     return sign(z) * (1.0 - e) / (1.0 + e);
 }
 
-// d max(a, b) / d a in PyTorch: 1 if a > b, 0.5 on a tie, else 0.
-fn max_grad_weight(a: f32, b: f32) -> f32 {
-    return select(select(0.0, 0.5, a == b), 1.0, a > b);
-}
-
-// ppo_loss.wgsl's loss of row r from heads[e] (logits, value): its output
+// ppo_loss.wgsl's loss (ppo_loss_terms.wgsl) of row r from heads[e] (logits, value): its output
 // gradients (divided by M) into dheads[e], its statistics into row_stats.
 fn row_loss(e: u32, r: u32) {
     let rec = r * RECORD;
@@ -92,51 +87,28 @@ fn row_loss(e: u32, r: u32) {
         entropy -= exp(logp_i) * logp_i;
     }
 
-    let clip = dims.clip_coef;
-    let logratio = (heads[base + action] - log_norm) - old_logp;
-    let ratio = exp(logratio);
-    let pg_unclipped = -adv * ratio;
-    let pg_clipped = -adv * clamp(ratio, 1.0 - clip, 1.0 + clip);
-    let ratio_in_range = select(0.0, 1.0, ratio >= 1.0 - clip && ratio <= 1.0 + clip);
-    let w_unclipped = max_grad_weight(pg_unclipped, pg_clipped);
-    let w_clipped = max_grad_weight(pg_clipped, pg_unclipped) * ratio_in_range;
-    let dpg_dlogp = -adv * ratio * (w_unclipped + w_clipped);
-
+    let terms = ppo_loss_terms(heads[base + action] - log_norm, old_logp, adv,
+                               heads[base + NUM_ACTIONS], old_value, ret, dims.clip_coef,
+                               dims.clip_vloss != 0u);
     let inv_m = 1.0 / f32(dims.minibatch_size);
     for (var i = 0u; i < NUM_ACTIONS; i++) {
         let logp_i = heads[base + i] - log_norm;
-        let p_i = exp(logp_i);
-        let onehot = select(0.0, 1.0, i == action);
-        let dentropy = -p_i * (logp_i + entropy);
-        let dlogit = inv_m * (dpg_dlogp * (onehot - p_i) - dims.ent_coef * dentropy);
+        let dlogit = inv_m * ppo_dlogit(logp_i, i == action, entropy, terms.dpg_dlogp,
+                                        dims.ent_coef);
         dheads[base + i] = dlogit;
         scratch[r * STRIDE + DZ_ACTOR + i] = dlogit;
     }
-
-    let value = heads[base + NUM_ACTIONS];
-    var v_loss = 0.5 * (value - ret) * (value - ret);
-    var dv = value - ret;
-    if (dims.clip_vloss != 0u) {
-        let diff = value - old_value;
-        let v_clipped = old_value + clamp(diff, -clip, clip);
-        let loss_unclipped = (value - ret) * (value - ret);
-        let loss_clipped = (v_clipped - ret) * (v_clipped - ret);
-        v_loss = 0.5 * max(loss_unclipped, loss_clipped);
-        let diff_in_range = select(0.0, 1.0, diff >= -clip && diff <= clip);
-        dv = max_grad_weight(loss_unclipped, loss_clipped) * (value - ret)
-           + max_grad_weight(loss_clipped, loss_unclipped) * diff_in_range * (v_clipped - ret);
-    }
-    let dvalue = inv_m * dims.vf_coef * dv;
+    let dvalue = inv_m * dims.vf_coef * terms.dv;
     dheads[base + NUM_ACTIONS] = dvalue;
     scratch[r * STRIDE + DZ_CRITIC] = dvalue;
 
     let st = r * ROW_STATS;
-    row_stats[st] = max(pg_unclipped, pg_clipped);
-    row_stats[st + 1u] = v_loss;
+    row_stats[st] = terms.pg;
+    row_stats[st + 1u] = terms.v_loss;
     row_stats[st + 2u] = entropy;
-    row_stats[st + 3u] = -logratio;
-    row_stats[st + 4u] = (ratio - 1.0) - logratio;
-    row_stats[st + 5u] = select(0.0, 1.0, abs(ratio - 1.0) > clip);
+    row_stats[st + 3u] = -terms.logratio;
+    row_stats[st + 4u] = (terms.ratio - 1.0) - terms.logratio;
+    row_stats[st + 5u] = terms.clipped;
 }
 
 @compute @workgroup_size(LANES_WG)

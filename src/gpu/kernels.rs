@@ -72,6 +72,9 @@ library_files! {
     /// The fused update's row pass (forward, loss, backward to every layer's
     /// delta; template composed with generated code in `ppo::fused_update`).
     UPDATE_ROWS_WGSL => "update_rows.wgsl",
+    /// The PPO loss's per-row terms and logit gradient (ppo_loss.wgsl and
+    /// both fused updates).
+    PPO_LOSS_TERMS_WGSL => "ppo_loss_terms.wgsl",
     /// One GAE step as an affine map (gae.wgsl, update_linear.wgsl).
     GAE_MAP_WGSL => "gae_map.wgsl",
     /// A batch's explained variance (stats.wgsl, update_linear.wgsl).
@@ -84,13 +87,14 @@ shader_files! {
     CATEGORICAL_WGSL => "categorical.wgsl",
     GAE_WGSL => "gae.wgsl" + "gae_map.wgsl",
     GATHER_WGSL => "gather.wgsl",
-    PPO_LOSS_WGSL => "ppo_loss.wgsl",
+    PPO_LOSS_WGSL => "ppo_loss.wgsl" + "ppo_loss_terms.wgsl",
     STATS_WGSL => "stats.wgsl" + "explained_variance.wgsl",
     OPTIM_WGSL => "optim.wgsl",
     META_WGSL => "meta.wgsl",
     CONTEXT_WGSL => "context.wgsl",
     UPDATE_GRADS_WGSL => "update_grads.wgsl",
-    UPDATE_LINEAR_WGSL => "update_linear.wgsl" + "gae_map.wgsl" + "explained_variance.wgsl",
+    UPDATE_LINEAR_WGSL => "update_linear.wgsl" + "gae_map.wgsl" + "explained_variance.wgsl"
+        + "ppo_loss_terms.wgsl",
     CARTPOLE_WGSL => "cartpole.wgsl" + "rng.wgsl" + "env_cartpole.wgsl",
 }
 

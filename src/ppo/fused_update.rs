@@ -30,7 +30,9 @@
 use std::fmt::Write;
 
 use crate::error::{Error, Result};
-use crate::gpu::kernels::{create_pipeline_from_source, grid_1d, Kernel, UPDATE_ROWS_WGSL};
+use crate::gpu::kernels::{
+    create_pipeline_from_source, grid_1d, Kernel, PPO_LOSS_TERMS_WGSL, UPDATE_ROWS_WGSL,
+};
 use crate::gpu::{Dispatch, GpuBuffer, GpuContext, UniformBuffer};
 use crate::nn::LayerLayout;
 use crate::ops::optim::{AgentState, ADAM_BETA1, ADAM_BETA2};
@@ -432,7 +434,7 @@ pub fn update_rows_source(spec: &ActorCriticSpec, envs: usize, uniform_weights: 
         }
     }
     let _ = writeln!(g, "}}");
-    [UPDATE_ROWS_WGSL.source, &g].join("\n")
+    [UPDATE_ROWS_WGSL.source, PPO_LOSS_TERMS_WGSL.source, &g].join("\n")
 }
 
 #[repr(C)]
@@ -485,7 +487,6 @@ pub struct FusedUpdate {
     grads: Dispatch,
     _scratch: GpuBuffer<f32>,
     _jobs: GpuBuffer<u32>,
-    rows_per_group: usize,
 }
 
 impl FusedUpdate {
@@ -603,13 +604,7 @@ impl FusedUpdate {
             grads,
             _scratch: scratch,
             _jobs: jobs,
-            rows_per_group,
         })
-    }
-
-    /// Minibatch rows one `update_rows` workgroup runs.
-    pub fn rows_per_group(&self) -> usize {
-        self.rows_per_group
     }
 
     /// Dispatches one minibatch step records.
