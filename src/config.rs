@@ -7,6 +7,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+pub use crate::gpu::threads::SoftwareThreads;
 pub use crate::ppo::fused::RolloutPath;
 pub use crate::ppo::fused_update::UpdatePath;
 
@@ -25,7 +26,7 @@ pub const PRESET_NAMES: [&str; 5] = ["default", "cleanrl", "seed", "linear", "me
 
 /// Every key a TOML file or `--set` may name, in struct order. A test keeps
 /// it equal to the fields serde sees.
-pub const FIELD_NAMES: [&str; 29] = [
+pub const FIELD_NAMES: [&str; 30] = [
     "env_id",
     "exp_name",
     "seed",
@@ -55,6 +56,7 @@ pub const FIELD_NAMES: [&str; 29] = [
     "env_device",
     "rollout",
     "update",
+    "software_threads",
 ];
 
 /// Where environments are stepped.
@@ -154,6 +156,12 @@ pub struct PpoConfig {
     /// hidden layers for one agent; layered elsewhere, where it measured as
     /// fast; `train` prints which).
     pub update: UpdatePath,
+    /// Threads of a CPU software adapter (llvmpipe, lavapipe): "auto" (one
+    /// thread where that measured faster: the linear network with one
+    /// agent, or with host envs and at most 64 envs in all; `train` says
+    /// which), "driver" (a thread per core) or "single". An
+    /// `LP_NUM_THREADS` set in the environment wins over it.
+    pub software_threads: SoftwareThreads,
 }
 
 /// Sizes derived from a configuration (CleanRL computes them in one place too).
@@ -201,6 +209,7 @@ impl Default for PpoConfig {
             env_device: EnvDevice::Cpu,
             rollout: RolloutPath::Auto,
             update: UpdatePath::Auto,
+            software_threads: SoftwareThreads::Auto,
         }
     }
 }
@@ -279,6 +288,17 @@ impl PpoConfig {
     /// The derived sizes. Meaningful only for a configuration that passed
     /// [`validate`](Self::validate); never panics otherwise (a zero divisor
     /// gives 0, an overflowing product saturates).
+    /// What the run asks of a software adapter's threads
+    /// ([`crate::gpu::threads::apply`]).
+    pub fn thread_workload(&self) -> crate::gpu::threads::ThreadWorkload {
+        crate::gpu::threads::ThreadWorkload {
+            hidden_layers: self.hidden.len(),
+            num_agents: self.num_agents,
+            num_envs: self.num_envs,
+            device_envs: self.env_device == EnvDevice::Gpu,
+        }
+    }
+
     pub fn sizes(&self) -> Sizes {
         let batch_size = self.num_envs.saturating_mul(self.num_steps);
         Sizes {

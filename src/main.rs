@@ -11,6 +11,7 @@ use clap::{Args, Parser, Subcommand};
 mod meta_cli;
 use ppo_wgpu::config::PpoConfig;
 use ppo_wgpu::env::CartPoleParams;
+use ppo_wgpu::gpu::threads::{self, SoftwareThreads};
 use ppo_wgpu::gpu::{list_adapters, AdapterOptions, GpuContext};
 use ppo_wgpu::ppo::policy::{evaluate_cartpole, EvalSettings};
 use ppo_wgpu::ppo::trainer::{self, TrainOptions};
@@ -87,6 +88,10 @@ struct BenchArgs {
     /// Also write the table as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Threads of a software adapter, for every row (the driver loads once):
+    /// auto (one thread where `train` would take it for every row), driver, single.
+    #[arg(long, default_value = "auto", value_name = "auto|driver|single")]
+    software_threads: String,
     #[command(flatten)]
     adapter: AdapterArgs,
 }
@@ -223,12 +228,16 @@ fn train(args: &TrainArgs) -> ppo_wgpu::Result<()> {
     };
     // Every config error is reported before the adapter is touched.
     config.validate()?;
+    // Before the driver loads (it reads LP_NUM_THREADS once) and before the
+    // Ctrl-C handler's thread starts.
+    let threads = threads::apply(config.software_threads, &config.thread_workload());
     let ctx = GpuContext::new(&args.adapter.options())?;
     eprintln!("adapter: {}", ctx.adapter.describe());
     if ctx.adapter.is_software {
         eprintln!(
             "(a CPU software adapter: fine for CartPole; `ppo-wgpu adapters` lists the others)"
         );
+        eprintln!("software threads: {}", threads.describe());
     }
     let sizes = config.sizes();
     eprintln!(
@@ -416,6 +425,29 @@ fn bench(args: &BenchArgs) -> ppo_wgpu::Result<()> {
             }
         }
     }
+    let choice = match args.software_threads.as_str() {
+        "auto" => SoftwareThreads::Auto,
+        "driver" => SoftwareThreads::Driver,
+        "single" => SoftwareThreads::Single,
+        other => {
+            return Err(ppo_wgpu::Error::config(
+                "--software-threads",
+                other,
+                "one of auto, driver, single",
+            ))
+        }
+    };
+    // One setting serves every row: one thread only where each row takes it.
+    let threads = match choice {
+        SoftwareThreads::Auto => threads::apply_decision(
+            configs
+                .iter()
+                .all(|(_, c)| threads::single_thread_wins(&c.thread_workload())),
+            true,
+        ),
+        SoftwareThreads::Driver => threads::apply_decision(false, false),
+        SoftwareThreads::Single => threads::apply_decision(true, false),
+    };
     let open_start = std::time::Instant::now();
     let ctx = GpuContext::new(&args.adapter.options())?;
     let startup_s = open_start.elapsed().as_secs_f64();
@@ -423,6 +455,9 @@ fn bench(args: &BenchArgs) -> ppo_wgpu::Result<()> {
         "adapter: {} (opened in {startup_s:.2} s)",
         ctx.adapter.describe()
     );
+    if ctx.adapter.is_software {
+        eprintln!("software threads: {}", threads.describe());
+    }
     let runs_root = std::env::temp_dir().join(format!("ppo-wgpu-bench-{}", std::process::id()));
     let mut rows = Vec::new();
     println!(

@@ -419,4 +419,59 @@ fn bench_runs_short_configs_back_to_back() {
         .filter(|l| l.contains("fused, linear"))
         .collect();
     assert_eq!(rows.len(), 2, "{stdout}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if stderr.contains("Cpu,") {
+        // Both rows are the linear network with one agent.
+        assert!(
+            stderr.contains("software threads: one thread (LP_NUM_THREADS=0)"),
+            "{stderr}"
+        );
+    }
+}
+
+/// `train` picks llvmpipe's thread count before the driver loads and says
+/// which: one thread for the default preset (the linear network, one
+/// agent), the driver's pool where `software_threads = "driver"`, and an
+/// `LP_NUM_THREADS` the user set is left alone.
+#[test]
+fn train_chooses_software_threads_and_says_so() {
+    if ctx().is_none() {
+        return;
+    }
+    let cases: [(&[&str], Option<&str>, &str); 3] = [
+        (&[], None, "one thread (LP_NUM_THREADS=0): measured faster"),
+        (
+            &["--set", "software_threads=driver"],
+            None,
+            "a thread per core (the driver's pool), as software_threads asks",
+        ),
+        (
+            &["--set", "software_threads=single"],
+            Some("1"),
+            "LP_NUM_THREADS=1 from the environment",
+        ),
+    ];
+    for (index, (args, env, expect)) in cases.into_iter().enumerate() {
+        let root = scratch_dir(&format!("threads{index}"));
+        let mut command = binary();
+        command
+            .args(["train", "--quiet", "--set", "total_timesteps=2048"])
+            .args(args)
+            .arg("--runs-dir")
+            .arg(&root)
+            .env_remove("LP_NUM_THREADS");
+        if let Some(value) = env {
+            command.env("LP_NUM_THREADS", value);
+        }
+        let out = command.output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{args:?}: {stderr}");
+        if stderr.contains("(a CPU software adapter") {
+            let line = format!("software threads: {expect}");
+            assert!(stderr.contains(&line), "{args:?}: {stderr}");
+        } else {
+            assert!(!stderr.contains("software threads"), "{stderr}");
+        }
+        let _ = std::fs::remove_dir_all(root);
+    }
 }

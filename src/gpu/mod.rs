@@ -4,6 +4,7 @@ pub mod buffers;
 pub mod context;
 pub mod dispatch;
 pub mod kernels;
+pub mod threads;
 
 pub use buffers::{GpuBuffer, Readback, UniformBuffer};
 pub use context::{list_adapters, AdapterOptions, AdapterSummary, GpuContext};
