@@ -15,7 +15,8 @@
 //   4 records [T][P][N][RECORD] (read), 5 explained_var [P] (write),
 //   6 mb_records [P][M][RECORD] (read-write).
 // Dispatch: one workgroup of 64 lanes per agent (grid folded into (x, y)).
-// The explained variance itself is explained_variance.wgsl's.
+// The explained variance itself is explained_variance.wgsl's; the row means
+// and AgentState are agent_lanes.wgsl's.
 // CPU references: ops::stats::{adv_norm_cpu, row_stats_mean_cpu, explained_variance_cpu}.
 
 struct Dims {
@@ -29,17 +30,7 @@ struct Dims {
     _pad1: u32,
 }
 
-struct AgentState {
-    learning_rate: f32,
-    updating: u32,
-    adam_step: u32,
-    clip_scale: f32,
-}
-
 const RECORD: u32 = 5u;
-const ROW_STATS: u32 = 6u;
-const HISTORY_STATS: u32 = 7u;
-const LANES: u32 = 64u;
 
 @group(0) @binding(0) var<uniform> dims: Dims;
 @group(0) @binding(1) var<storage, read> row_stats: array<f32>;
@@ -48,23 +39,6 @@ const LANES: u32 = 64u;
 @group(0) @binding(4) var<storage, read> records: array<f32>;
 @group(0) @binding(5) var<storage, read_write> explained_var: array<f32>;
 @group(0) @binding(6) var<storage, read_write> mb_records: array<f32>;
-
-var<workgroup> partial: array<f32, 64>;
-
-// Sum of `value` over the workgroup's lanes in a fixed order; call in uniform control flow.
-fn workgroup_sum(lane: u32, value: f32) -> f32 {
-    partial[lane] = value;
-    workgroupBarrier();
-    for (var stride = LANES / 2u; stride > 0u; stride = stride / 2u) {
-        if (lane < stride) {
-            partial[lane] += partial[lane + stride];
-        }
-        workgroupBarrier();
-    }
-    let total = partial[0];
-    workgroupBarrier();
-    return total;
-}
 
 fn agent_index(wid: vec3<u32>, groups: vec3<u32>) -> u32 {
     return wid.x + wid.y * groups.x;
@@ -101,29 +75,8 @@ fn row_stats_mean(@builtin(workgroup_id) wid: vec3<u32>,
                   @builtin(local_invocation_index) lane: u32,
                   @builtin(num_workgroups) groups: vec3<u32>) {
     let p = agent_index(wid, groups);
-    let in_range = p < dims.num_agents;
-    let m = select(0u, dims.rows_per_agent, in_range);
-    let base = p * dims.rows_per_agent;
-    var means: array<f32, 6>;
-    for (var k = 0u; k < ROW_STATS; k++) {
-        var sum = 0.0;
-        for (var j = lane; j < m; j += LANES) {
-            sum += row_stats[(base + j) * ROW_STATS + k];
-        }
-        means[k] = workgroup_sum(lane, sum) / f32(max(m, 1u));
-    }
-    if (in_range && lane == 0u) {
-        let out = (dims.history_index * dims.num_agents + p) * HISTORY_STATS;
-        for (var k = 0u; k < ROW_STATS; k++) {
-            history[out + k] = means[k];
-        }
-        let updating = agent_state[p].updating;
-        history[out + ROW_STATS] = f32(updating);
-        // means[4] is approx_kl; CleanRL checks it after each epoch's last minibatch.
-        if (dims.check_kl != 0u && updating != 0u && means[4] > dims.target_kl) {
-            agent_state[p].updating = 0u;
-        }
-    }
+    record_row_means(lane, p, p < dims.num_agents, dims.rows_per_agent, dims.num_agents,
+                     dims.history_index, dims.check_kl, dims.target_kl);
 }
 
 @compute @workgroup_size(64)

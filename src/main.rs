@@ -384,7 +384,7 @@ struct BenchRow {
     rollout_sps: f64,
     /// The update phase alone: milliseconds per update.
     update_ms: f64,
-    /// Which update ran ("fused, linear", "fused, 2 per minibatch", "layered").
+    /// Which update ran ("fused, linear", "fused, rows", "layered").
     update: String,
     /// Kernel dispatches per update (one submission).
     update_dispatches: usize,

@@ -14,7 +14,7 @@ use ppo_wgpu::ops::categorical::{
 use ppo_wgpu::ops::gae::{gae_cpu, Gae, GaeInputs, GaeVariant, TERMINATED, TRUNCATED};
 use ppo_wgpu::ops::gather::{minibatch_rows_cpu, BatchShape, GatherBuffers, GatherMinibatch};
 use ppo_wgpu::ops::optim::{
-    adam_cpu, clip_grad_norm_cpu, AgentState, ClipAdam, OptimBuffers, ADAM_EPS,
+    adam_cpu, clip_grad_norm_cpu, optimizer_step, AgentState, ClipAdam, OptimBuffers, ADAM_EPS,
 };
 use ppo_wgpu::ops::ppo_loss::{ppo_loss_cpu, stat, LossBuffers, LossCoefs, PpoLoss, ROW_STATS};
 use ppo_wgpu::ops::stats::{
@@ -1342,4 +1342,166 @@ fn clip_adam_matches_cpu_reference() {
         clipped > 0 && unclipped > 0,
         "clipped {clipped}, unclipped {unclipped}"
     );
+}
+
+/// The fused update's optimizer step (one dispatch, a workgroup per agent)
+/// against the three dispatches it replaces, clip + Adam then the row
+/// means: bitwise equal in parameters, moments, agent state and history,
+/// with agents clipped and not, one stopped before the step, one stopped
+/// by target_kl at the step (and one just under it), at partial-workgroup
+/// sizes and CleanRL's (K = 9155, M = 128), over several steps.
+#[test]
+fn optimizer_step_equals_clip_adam_and_row_means_bitwise() {
+    let Some(ctx) = ctx() else { return };
+    const MAX_GRAD_NORM: f64 = 0.5;
+    const ENTRIES: usize = 4;
+    let mut seed = 9700;
+    for &(num_agents, k, m) in &[
+        (1usize, 9155usize, 128usize),
+        (3, 65, 37),
+        (4, 1000, 1),
+        (3, 64, 64),
+    ] {
+        seed += 100;
+        let total = num_agents * k;
+        let states: Vec<AgentState> = (0..num_agents)
+            .map(|p| AgentState {
+                learning_rate: [3e-4, 1e-3, 2.5e-4, 2e-2][p],
+                updating: (p != 2) as u32,
+                adam_step: [0, 7, 4, 1][p],
+                clip_scale: f32::NAN,
+            })
+            .collect();
+        let params = random_vec(seed, total, -1.0, 1.0);
+        let adam_m = random_vec(seed + 1, total, -0.05, 0.05);
+        let adam_v = random_vec(seed + 2, total, 0.0, 0.01);
+        let target_kl = 0.02;
+        // Two copies of every buffer the step writes: the layered dispatches
+        // run on one, the fused step on the other.
+        let copies: Vec<_> = (0..2)
+            .map(|_| {
+                let history = poisoned(ctx, "history", ENTRIES * num_agents * HISTORY_STATS);
+                (
+                    GpuBuffer::<f32>::zeros(ctx, "grads", total).unwrap(),
+                    upload(ctx, "agent_state", &states),
+                    upload(ctx, "params", &params),
+                    upload(ctx, "adam_m", &adam_m),
+                    upload(ctx, "adam_v", &adam_v),
+                    GpuBuffer::<f32>::zeros(ctx, "row_stats", num_agents * m * ROW_STATS).unwrap(),
+                    history,
+                )
+            })
+            .collect();
+        let mut layered = Vec::new();
+        let mut fused = Vec::new();
+        for index in 0..ENTRIES {
+            // The target-KL check at the last entry, as at an epoch's end.
+            let kl = (index == ENTRIES - 1).then_some(target_kl);
+            for (copy, (grads, state, params, adam_m, adam_v, row_stats, history)) in
+                copies.iter().enumerate()
+            {
+                let optim = OptimBuffers {
+                    grads,
+                    agent_state: state,
+                    params,
+                    adam_m,
+                    adam_v,
+                };
+                let stats = RowStatsBuffers {
+                    row_stats,
+                    agent_state: state,
+                    history,
+                };
+                if copy == 0 {
+                    let clip_adam =
+                        ClipAdam::new(ctx, num_agents, k, MAX_GRAD_NORM, ADAM_EPS, &optim).unwrap();
+                    let means = row_stats_mean(ctx, num_agents, m, index, kl, &stats).unwrap();
+                    layered.push((clip_adam, means));
+                } else {
+                    fused.push(
+                        optimizer_step(
+                            ctx,
+                            num_agents,
+                            k,
+                            MAX_GRAD_NORM,
+                            ADAM_EPS,
+                            m,
+                            index,
+                            kl,
+                            &optim,
+                            &stats,
+                        )
+                        .unwrap(),
+                    );
+                }
+            }
+        }
+        for index in 0..ENTRIES {
+            let norms: Vec<f64> = (0..num_agents)
+                .map(|p| if (p + index) % 2 == 0 { 0.3 } else { 2.0 })
+                .collect();
+            let grads = grads_with_norms(seed + 10 + index as u64, k, &norms);
+            // Mean approx_kl (stat 4) of agent 0 above target_kl, agent 1
+            // just under it; the rest random.
+            let mut row_stats = random_vec(
+                seed + 20 + index as u64,
+                num_agents * m * ROW_STATS,
+                -1.0,
+                1.0,
+            );
+            for p in 0..num_agents.min(2) {
+                for j in 0..m {
+                    row_stats[(p * m + j) * ROW_STATS + stat::APPROX_KL] = [0.03, 0.019][p] as f32;
+                }
+            }
+            for (grads_gpu, _, _, _, _, row_stats_gpu, _) in &copies {
+                grads_gpu.write(ctx, &grads).unwrap();
+                row_stats_gpu.write(ctx, &row_stats).unwrap();
+            }
+            let (clip_adam, means) = &layered[index];
+            let mut dispatches: Vec<&ppo_wgpu::gpu::Dispatch> = clip_adam.dispatches().to_vec();
+            dispatches.push(means);
+            ctx.run("clip_adam + row_stats_mean", &dispatches);
+            ctx.run("optimizer_step", &[&fused[index]]);
+            let what = format!("optimizer_step P={num_agents} K={k} M={m} entry {index}");
+            let (a, b) = (&copies[0], &copies[1]);
+            for (name, want, got) in [
+                ("params", &a.2, &b.2),
+                ("adam_m", &a.3, &b.3),
+                ("adam_v", &a.4, &b.4),
+                ("history", &a.6, &b.6),
+            ] {
+                assert_bitwise(
+                    &format!("{what} {name}"),
+                    &want.read(ctx).unwrap(),
+                    &got.read(ctx).unwrap(),
+                );
+            }
+            let (want, got) = (a.1.read(ctx).unwrap(), b.1.read(ctx).unwrap());
+            for p in 0..num_agents {
+                assert_eq!(
+                    want[p].updating, got[p].updating,
+                    "{what}: agent {p} updating"
+                );
+                assert_eq!(
+                    want[p].adam_step, got[p].adam_step,
+                    "{what}: agent {p} step"
+                );
+                assert_eq!(
+                    want[p].clip_scale.to_bits(),
+                    got[p].clip_scale.to_bits(),
+                    "{what}: agent {p} clip_scale"
+                );
+            }
+        }
+        // The check stopped agent 0 (over target_kl) and kept agent 1.
+        let states = copies[1].1.read(ctx).unwrap();
+        assert_eq!(states[0].updating, 0, "agent 0 stops at the epoch's end");
+        if num_agents > 1 {
+            assert_eq!(states[1].updating, 1, "agent 1 is under target_kl");
+        }
+        // Every history entry was written (none left NaN-poisoned).
+        let history = copies[1].6.read(ctx).unwrap();
+        assert!(history.iter().all(|v| v.is_finite()), "{history:?}");
+    }
 }

@@ -551,7 +551,7 @@ fn summary_round_trips_and_tolerates_missing_fields() {
         rollout: "fused lanes E=2".into(),
         rollout_sps: 150_000.0,
         update_ms: 29.5,
-        update: "fused, 2 per minibatch".into(),
+        update: "fused, rows".into(),
         update_dispatches: 117,
     };
     write_summary(&path, &summary).unwrap();

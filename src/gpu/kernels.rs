@@ -79,6 +79,8 @@ library_files! {
     GAE_MAP_WGSL => "gae_map.wgsl",
     /// A batch's explained variance (stats.wgsl, update_linear.wgsl).
     EXPLAINED_VARIANCE_WGSL => "explained_variance.wgsl",
+    /// The per-agent reductions' state, workgroup sum and row means (stats.wgsl, optim.wgsl).
+    AGENT_LANES_WGSL => "agent_lanes.wgsl",
 }
 
 shader_files! {
@@ -88,8 +90,8 @@ shader_files! {
     GAE_WGSL => "gae.wgsl" + "gae_map.wgsl",
     GATHER_WGSL => "gather.wgsl",
     PPO_LOSS_WGSL => "ppo_loss.wgsl" + "ppo_loss_terms.wgsl",
-    STATS_WGSL => "stats.wgsl" + "explained_variance.wgsl",
-    OPTIM_WGSL => "optim.wgsl",
+    STATS_WGSL => "stats.wgsl" + "explained_variance.wgsl" + "agent_lanes.wgsl",
+    OPTIM_WGSL => "optim.wgsl" + "agent_lanes.wgsl",
     META_WGSL => "meta.wgsl",
     CONTEXT_WGSL => "context.wgsl",
     UPDATE_GRADS_WGSL => "update_grads.wgsl",
@@ -115,6 +117,7 @@ pub enum Kernel {
     ExplainedVariance,
     GradNorm,
     Adam,
+    OptimizerStep,
     ReptileOuter,
     FomamlOuter,
     ContextAccumulate,
@@ -166,6 +169,7 @@ impl Kernel {
         Kernel::ExplainedVariance,
         Kernel::GradNorm,
         Kernel::Adam,
+        Kernel::OptimizerStep,
         Kernel::ReptileOuter,
         Kernel::FomamlOuter,
         Kernel::ContextAccumulate,
@@ -346,6 +350,21 @@ impl Kernel {
                         (5, ReadWrite),
                     ],
                     Shape::PerItem,
+                ),
+                Kernel::OptimizerStep => (
+                    OPTIM_WGSL,
+                    "optimizer_step",
+                    &[
+                        (0, Uniform),
+                        (1, Read),
+                        (2, ReadWrite),
+                        (3, ReadWrite),
+                        (4, ReadWrite),
+                        (5, ReadWrite),
+                        (6, Read),
+                        (7, ReadWrite),
+                    ],
+                    Shape::PerWorkgroup(64),
                 ),
                 Kernel::ReptileOuter => (
                     META_WGSL,

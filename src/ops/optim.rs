@@ -4,6 +4,7 @@
 use crate::error::Result;
 use crate::gpu::{Dispatch, GpuBuffer, GpuContext, Kernel};
 use crate::ops::fits_u32;
+use crate::ops::stats::RowStatsBuffers;
 
 /// Adam's β₁, β₂ (PyTorch defaults) and CleanRL's ε.
 pub const ADAM_BETA1: f64 = 0.9;
@@ -34,6 +35,36 @@ struct OptimDims {
     eps: f32,
     one_minus_beta1: f32,
     one_minus_beta2: f32,
+    rows_per_agent: u32,
+    history_index: u32,
+    check_kl: u32,
+    target_kl: f32,
+}
+
+impl OptimDims {
+    fn new(
+        op: &str,
+        num_agents: usize,
+        params_per_agent: usize,
+        max_grad_norm: f64,
+        eps: f64,
+    ) -> Result<Self> {
+        fits_u32(op, "params", num_agents * params_per_agent)?;
+        Ok(OptimDims {
+            num_agents: fits_u32(op, "num_agents", num_agents)?,
+            params_per_agent: fits_u32(op, "params_per_agent", params_per_agent)?,
+            max_grad_norm: max_grad_norm as f32,
+            beta1: ADAM_BETA1 as f32,
+            beta2: ADAM_BETA2 as f32,
+            eps: eps as f32,
+            one_minus_beta1: (1.0 - ADAM_BETA1) as f32,
+            one_minus_beta2: (1.0 - ADAM_BETA2) as f32,
+            rows_per_agent: 0,
+            history_index: 0,
+            check_kl: 0,
+            target_kl: 0.0,
+        })
+    }
 }
 
 /// The buffers of the optimizer, [P][K] each except `agent_state` [P].
@@ -68,17 +99,7 @@ impl ClipAdam {
         buffers.adam_m.expect_len(OP, total)?;
         buffers.adam_v.expect_len(OP, total)?;
         buffers.agent_state.expect_len(OP, num_agents)?;
-        let dims = OptimDims {
-            num_agents: fits_u32(OP, "num_agents", num_agents)?,
-            params_per_agent: fits_u32(OP, "params_per_agent", params_per_agent)?,
-            max_grad_norm: max_grad_norm as f32,
-            beta1: ADAM_BETA1 as f32,
-            beta2: ADAM_BETA2 as f32,
-            eps: eps as f32,
-            one_minus_beta1: (1.0 - ADAM_BETA1) as f32,
-            one_minus_beta2: (1.0 - ADAM_BETA2) as f32,
-        };
-        fits_u32(OP, "params", total)?;
+        let dims = OptimDims::new(OP, num_agents, params_per_agent, max_grad_norm, eps)?;
         let grad_norm = Dispatch::with_uniform(
             ctx,
             Kernel::GradNorm,
@@ -105,6 +126,56 @@ impl ClipAdam {
     pub fn dispatches(&self) -> [&Dispatch; 2] {
         [&self.grad_norm, &self.adam]
     }
+}
+
+/// One minibatch's clip, Adam and row statistics in one dispatch (the fused
+/// update's last): the same operations in the same order as [`ClipAdam`]'s
+/// two dispatches followed by [`crate::ops::stats::row_stats_mean`], so
+/// bitwise equal to them. `history_index` and `target_kl` as that one takes
+/// them; the row statistics are [P][`minibatch_size`][ROW_STATS].
+#[allow(clippy::too_many_arguments)]
+pub fn optimizer_step(
+    ctx: &GpuContext,
+    num_agents: usize,
+    params_per_agent: usize,
+    max_grad_norm: f64,
+    eps: f64,
+    minibatch_size: usize,
+    history_index: usize,
+    target_kl: Option<f64>,
+    buffers: &OptimBuffers<'_>,
+    stats: &RowStatsBuffers<'_>,
+) -> Result<Dispatch> {
+    const OP: &str = "optimizer_step";
+    let total = num_agents * params_per_agent;
+    buffers.grads.expect_len(OP, total)?;
+    buffers.params.expect_len(OP, total)?;
+    buffers.adam_m.expect_len(OP, total)?;
+    buffers.adam_v.expect_len(OP, total)?;
+    buffers.agent_state.expect_len(OP, num_agents)?;
+    stats.check(OP, num_agents, minibatch_size, history_index)?;
+    let dims = OptimDims {
+        rows_per_agent: fits_u32(OP, "minibatch_size", minibatch_size)?,
+        history_index: fits_u32(OP, "history_index", history_index)?,
+        check_kl: target_kl.is_some() as u32,
+        target_kl: target_kl.unwrap_or(0.0) as f32,
+        ..OptimDims::new(OP, num_agents, params_per_agent, max_grad_norm, eps)?
+    };
+    Dispatch::with_uniform(
+        ctx,
+        Kernel::OptimizerStep,
+        &dims,
+        &[
+            buffers.grads.binding(),
+            buffers.agent_state.binding(),
+            buffers.params.binding(),
+            buffers.adam_m.binding(),
+            buffers.adam_v.binding(),
+            stats.row_stats.binding(),
+            stats.history.binding(),
+        ],
+        num_agents as u64,
+    )
 }
 
 /// CPU reference of one agent's step: clips `grads` in place by the global

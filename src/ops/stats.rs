@@ -67,6 +67,32 @@ pub struct RowStatsBuffers<'a> {
     pub history: &'a GpuBuffer<f32>,
 }
 
+impl RowStatsBuffers<'_> {
+    /// Errors naming `op` unless the buffers hold `num_agents` ×
+    /// `minibatch_size` rows and history entry `history_index`.
+    pub(crate) fn check(
+        &self,
+        op: &str,
+        num_agents: usize,
+        minibatch_size: usize,
+        history_index: usize,
+    ) -> Result<()> {
+        self.row_stats
+            .expect_len(op, num_agents * minibatch_size * ROW_STATS)?;
+        self.agent_state.expect_len(op, num_agents)?;
+        let needed = (history_index + 1) * num_agents * HISTORY_STATS;
+        if self.history.len() < needed {
+            return Err(crate::Error::shape(
+                op,
+                self.history.name(),
+                needed,
+                self.history.len(),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Means of row statistics into `history[history_index]`; with `target_kl`,
 /// stops agents whose mean approx_kl exceeds it.
 pub fn row_stats_mean(
@@ -78,21 +104,12 @@ pub fn row_stats_mean(
     buffers: &RowStatsBuffers<'_>,
 ) -> Result<Dispatch> {
     const OP: &str = "row_stats_mean";
+    buffers.check(OP, num_agents, minibatch_size, history_index)?;
     let RowStatsBuffers {
         row_stats,
         agent_state,
         history,
     } = buffers;
-    row_stats.expect_len(OP, num_agents * minibatch_size * ROW_STATS)?;
-    agent_state.expect_len(OP, num_agents)?;
-    if history.len() < (history_index + 1) * num_agents * HISTORY_STATS {
-        return Err(crate::Error::shape(
-            OP,
-            history.name(),
-            (history_index + 1) * num_agents * HISTORY_STATS,
-            history.len(),
-        ));
-    }
     let dims = StatsDims {
         history_index: fits_u32(OP, "history_index", history_index)?,
         check_kl: target_kl.is_some() as u32,

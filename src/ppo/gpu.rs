@@ -18,7 +18,7 @@ use crate::ops::categorical::{CategoricalSample, SampleKey};
 use crate::ops::context::{ContextBuffers, ContextLayout, ContextStep};
 use crate::ops::gae::{Gae, GaeInputs, GaeVariant, TERMINATED, TRUNCATED};
 use crate::ops::gather::{BatchShape, GatherBuffers, GatherMinibatch};
-use crate::ops::optim::{AgentState, ClipAdam, OptimBuffers};
+use crate::ops::optim::{optimizer_step, AgentState, ClipAdam, OptimBuffers};
 use crate::ops::ppo_loss::{stat, LossBuffers, LossCoefs, PpoLoss, ROW_STATS};
 use crate::ops::stats::{self, HISTORY_STATS};
 use crate::ops::RECORD;
@@ -223,6 +223,9 @@ pub struct PpoGpu {
     /// The minibatch step the update takes, and the fused one once built.
     update_path: UpdatePath,
     fused_update: Option<FusedStep>,
+    /// The fused minibatch step's clip, Adam and statistics, one dispatch
+    /// per history entry (built with the fused row step).
+    optimizer_steps: Vec<Dispatch>,
     mb_obs: GpuBuffer<f32>,
     mb_records: GpuBuffer<f32>,
     row_stats: GpuBuffer<f32>,
@@ -471,6 +474,7 @@ impl PpoGpu {
             update_readback,
             update_path: UpdatePath::Auto,
             fused_update: None,
+            optimizer_steps: Vec::new(),
             mb_obs,
             mb_records,
             row_stats,
@@ -641,7 +645,7 @@ impl PpoGpu {
     }
 
     /// The fused update the path takes: for the linear network the
-    /// one-dispatch update where it applies, else the two-dispatch step.
+    /// one-dispatch update where it applies, else the row step.
     fn fused_kind(&self, ctx: &GpuContext) -> Result<Option<FusedKind>> {
         if self.update_path == UpdatePath::Layered {
             return Ok(None);
@@ -669,7 +673,7 @@ impl PpoGpu {
     pub fn update_name(&self, ctx: &GpuContext) -> &'static str {
         match self.fused_kind(ctx) {
             Ok(Some(FusedKind::Linear)) => "fused, linear",
-            Ok(Some(FusedKind::Rows)) => "fused, 2 per minibatch",
+            Ok(Some(FusedKind::Rows)) => "fused, rows",
             _ => "layered",
         }
     }
@@ -682,7 +686,7 @@ impl PpoGpu {
             }
             Ok(Some(FusedKind::Rows)) => {
                 let rows = update_lanes_rows(ctx, &self.spec).unwrap_or(1);
-                format!("fused (2 dispatches per minibatch step, {rows} rows per workgroup)")
+                format!("fused (a row pass, the gradients and clip + Adam per minibatch step, {rows} rows per workgroup)")
             }
             _ => "layered (a dispatch per layer and pass)".to_string(),
         }
@@ -716,22 +720,58 @@ impl PpoGpu {
                     grads: &self.grads,
                 },
             )?)),
-            Some(FusedKind::Rows) => Some(FusedStep::Rows(Box::new(FusedUpdate::new(
-                ctx,
-                &self.spec,
-                self.settings.num_agents,
-                self.settings.minibatch_size(),
-                self.settings.coefs,
-                &FusedUpdateBuffers {
-                    params: &self.params,
-                    mb_obs: &self.mb_obs,
-                    mb_records: &self.mb_records,
-                    row_stats: &self.row_stats,
-                    grads: &self.grads,
-                },
-            )?))),
+            Some(FusedKind::Rows) => {
+                self.optimizer_steps = self.build_optimizer_steps(ctx)?;
+                Some(FusedStep::Rows(Box::new(FusedUpdate::new(
+                    ctx,
+                    &self.spec,
+                    self.settings.num_agents,
+                    self.settings.minibatch_size(),
+                    self.settings.coefs,
+                    &FusedUpdateBuffers {
+                        params: &self.params,
+                        mb_obs: &self.mb_obs,
+                        mb_records: &self.mb_records,
+                        row_stats: &self.row_stats,
+                        grads: &self.grads,
+                    },
+                )?)))
+            }
         };
         Ok(())
+    }
+
+    /// [`optimizer_step`] for every history entry (epoch × minibatch), the
+    /// target-KL check at each epoch's last.
+    fn build_optimizer_steps(&self, ctx: &GpuContext) -> Result<Vec<Dispatch>> {
+        let minibatches = self.settings.num_minibatches;
+        (0..self.stats_means.len())
+            .map(|index| {
+                let epoch_end = (index + 1) % minibatches == 0;
+                optimizer_step(
+                    ctx,
+                    self.settings.num_agents,
+                    self.spec.param_count(),
+                    self.settings.max_grad_norm,
+                    self.settings.adam_eps,
+                    self.settings.minibatch_size(),
+                    index,
+                    self.settings.target_kl.filter(|_| epoch_end),
+                    &OptimBuffers {
+                        grads: &self.grads,
+                        agent_state: &self.agent_state,
+                        params: &self.params,
+                        adam_m: &self.adam_m,
+                        adam_v: &self.adam_v,
+                    },
+                    &stats::RowStatsBuffers {
+                        row_stats: &self.row_stats,
+                        agent_state: &self.agent_state,
+                        history: &self.history,
+                    },
+                )
+            })
+            .collect()
     }
 
     /// Records one minibatch's gather, advantage normalization, forward
@@ -897,21 +937,27 @@ impl PpoGpu {
                             }
                         }
                     }
-                    match context {
-                        Some(context) => {
+                    let index = epoch * minibatches + minibatch;
+                    match (context, fused) {
+                        (Some(context), _) => {
                             if let Some(d) = context.collect_dispatch() {
                                 d.record(&mut pass);
                             }
                             context.accumulate_dispatch().record(&mut pass);
                         }
-                        None => {
+                        (None, Some(_)) => {
+                            // Clip, Adam and the statistics below in one dispatch.
+                            self.optimizer_steps[index].record(&mut pass);
+                            continue;
+                        }
+                        (None, None) => {
                             for d in self.clip_adam.dispatches() {
                                 d.record(&mut pass);
                             }
                         }
                     }
                     // After Adam: a target_kl stop at the epoch's end keeps this step, as CleanRL does.
-                    self.stats_means[epoch * minibatches + minibatch].record(&mut pass);
+                    self.stats_means[index].record(&mut pass);
                 }
             }
             if let Some(context) = context {
@@ -994,7 +1040,12 @@ impl PpoGpu {
                     + self.update_critic.backward_dispatches().count()
             }
         };
-        let per_minibatch = 1 + self.adv_norm.is_some() as usize + step + 2 + 1;
+        // Clip, Adam and the statistics: one fused dispatch, or three.
+        let optimizer = match &self.fused_update {
+            Some(FusedStep::Rows(_)) => 1,
+            _ => 3,
+        };
+        let per_minibatch = 1 + self.adv_norm.is_some() as usize + step + optimizer;
         self.rollout_critic.forward_dispatches().count()
             + 2
             + self.stats_means.len() * per_minibatch

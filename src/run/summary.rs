@@ -45,7 +45,7 @@ pub struct Summary {
     /// The update phase alone: mean milliseconds per update (bootstrap, GAE
     /// and every epoch's minibatches, statistics read back).
     pub update_ms: f64,
-    /// Which update ran ("fused, linear", "fused, 2 per minibatch" or
+    /// Which update ran ("fused, linear", "fused, rows" or
     /// "layered").
     pub update: String,
     /// Kernel dispatches per update (one submission).
