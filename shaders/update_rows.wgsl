@@ -9,7 +9,7 @@
 // agent (the lanes layout of rollout_lanes.wgsl: every lane owns hidden
 // units lane + k * LANES_WG of every layer of both networks, activations in
 // workgroup memory, a barrier between layers):
-//   lanes_load: the rows' observations into xs;
+//   lanes_load: the rows' observations (through the permutation) into xs;
 //   lanes_forward: actor and critic forward, logits and value into heads;
 //   row_loss (lane e < LANES_E, row e): ppo_loss.wgsl's loss and statistics,
 //     the output gradients into dheads;
@@ -22,10 +22,16 @@
 // path's to float rounding. Lanes of rows past M compute on a clamped row
 // and write nothing.
 //
-// Bindings (group 0): 0 uniform Dims, 1 params [P][K] (read; generated:
-//   storage, or for one agent a uniform block of vec4), 2 mb_obs
-//   [P * M][obs] (read), 3 mb_records [P * M][RECORD] (read), 4 scratch
-//   [P * M][stride] (write), 5 row_stats [P * M][ROW_STATS] (write).
+// The minibatch is read from the rollout through the permutation (the
+// layered path's gather) and its advantages normalized as they are read
+// (adv_norm, with stats.wgsl's adv_moments computed once per update).
+//
+// Bindings (group 0): 0 uniform Dims (one per epoch and minibatch),
+//   1 params [P][K] (read; generated: storage, or for one agent a uniform
+//   block of vec4), 2 obs [T][P][N][obs] (read), 3 records [T][P][N][RECORD]
+//   (read), 4 scratch [P * M][stride] (write), 5 row_stats
+//   [P * M][ROW_STATS] (write), 6 perm [epochs][P][B] (read), 7 adv_stats
+//   [epochs * minibatches][P][2] (read).
 // Dispatch: total_groups = P * ceil(M / LANES_E) workgroups, folded into
 //   (x, y) when large.
 // CPU reference: the layered update it replaces (linear_forward, ppo_loss,
@@ -43,33 +49,54 @@ struct Dims {
     vf_coef: f32,
     // 0: added to generated loop bounds so the compiler cannot unroll them.
     pad: u32,
+    num_agents: u32,
+    envs_per_agent: u32,
+    batch_per_agent: u32,
+    // perm index of this step's row 0 of agent 0: epoch * P * B + minibatch * M.
+    perm_base: u32,
+    // adv_stats entry of this step's agent 0: (epoch * minibatches + minibatch) * P.
+    adv_base: u32,
     _pad1: u32,
-    _pad2: u32,
 }
 
 const RECORD: u32 = 5u;
 const ROW_STATS: u32 = 6u;
 
 @group(0) @binding(0) var<uniform> dims: Dims;
-@group(0) @binding(2) var<storage, read> mb_obs: array<f32>;
-@group(0) @binding(3) var<storage, read> mb_records: array<f32>;
+@group(0) @binding(2) var<storage, read> obs: array<f32>;
+@group(0) @binding(3) var<storage, read> records: array<f32>;
 @group(0) @binding(4) var<storage, read_write> scratch: array<f32>;
 @group(0) @binding(5) var<storage, read_write> row_stats: array<f32>;
+@group(0) @binding(6) var<storage, read> perm: array<u32>;
+@group(0) @binding(7) var<storage, read> adv_stats: array<f32>;
+
+// The rollout row of this step's minibatch row m of `agent`, through the
+// permutation (gather.wgsl's indexing).
+fn source_row(agent: u32, m: u32) -> u32 {
+    let b = perm[dims.perm_base + agent * dims.batch_per_agent + m];
+    let n_env = dims.envs_per_agent;
+    return ((b / n_env) * dims.num_agents + agent) * n_env + b % n_env;
+}
 
 fn stable_tanh(z: f32) -> f32 {
     let e = exp(-2.0 * abs(z));
     return sign(z) * (1.0 - e) / (1.0 + e);
 }
 
-// ppo_loss.wgsl's loss (ppo_loss_terms.wgsl) of row r from heads[e] (logits, value): its output
-// gradients (divided by M) into dheads[e], its statistics into row_stats.
-fn row_loss(e: u32, r: u32) {
-    let rec = r * RECORD;
-    let old_logp = mb_records[rec];
-    let old_value = mb_records[rec + 1u];
-    let adv = mb_records[rec + 2u];
-    let ret = mb_records[rec + 3u];
-    let action = u32(mb_records[rec + 4u]);
+// ppo_loss.wgsl's loss (ppo_loss_terms.wgsl) of minibatch row m of `agent`
+// from heads[e] (logits, value), its record read through the permutation
+// and its advantage normalized with adv_stats (adv_norm's mean and scale,
+// or 0 and 1): its output gradients (divided by M) into dheads[e], its
+// statistics into row_stats.
+fn row_loss(e: u32, agent: u32, m: u32) {
+    let r = agent * dims.minibatch_size + m;
+    let rec = source_row(agent, m) * RECORD;
+    let old_logp = records[rec];
+    let old_value = records[rec + 1u];
+    let moments = (dims.adv_base + agent) * 2u;
+    let adv = (records[rec + 2u] - adv_stats[moments]) * adv_stats[moments + 1u];
+    let ret = records[rec + 3u];
+    let action = u32(records[rec + 4u]);
 
     let base = e * (NUM_ACTIONS + 1u);
     var max_logit = heads[base];
@@ -124,13 +151,13 @@ fn update_rows(@builtin(local_invocation_index) lid: u32,
     let m0 = (g % dims.blocks_per_agent) * LANES_E;
     let first = agent * dims.minibatch_size;
     let base = agent * dims.param_stride;
-    lanes_load(lid, first, m0);
+    lanes_load(lid, agent, first, m0);
     workgroupBarrier();
     lanes_forward(lid, base, first, m0);
     if (lid < LANES_E) {
         let m = m0 + lid;
         if (m < dims.minibatch_size) {
-            row_loss(lid, first + m);
+            row_loss(lid, agent, m);
         } else {
             for (var k = 0u; k <= NUM_ACTIONS; k++) {
                 dheads[lid * (NUM_ACTIONS + 1u) + k] = 0.0;

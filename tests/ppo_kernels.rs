@@ -18,8 +18,8 @@ use ppo_wgpu::ops::optim::{
 };
 use ppo_wgpu::ops::ppo_loss::{ppo_loss_cpu, stat, LossBuffers, LossCoefs, PpoLoss, ROW_STATS};
 use ppo_wgpu::ops::stats::{
-    adv_norm, adv_norm_cpu, explained_variance, explained_variance_cpu, row_stats_mean,
-    row_stats_mean_cpu, RowStatsBuffers, HISTORY_STATS,
+    adv_moments, adv_norm, adv_norm_cpu, explained_variance, explained_variance_cpu,
+    row_stats_mean, row_stats_mean_cpu, AdvMomentsBuffers, RowStatsBuffers, HISTORY_STATS,
 };
 use ppo_wgpu::ops::{record, record_column, RECORD};
 use ppo_wgpu::ppo::{permutations, UpdateSettings};
@@ -527,6 +527,32 @@ fn gae_episode_boundary_stops_the_recursion() {
     }
 }
 
+/// A gather plan for `shape` into fresh minibatch buffers (obs, records).
+fn gather_plan(
+    ctx: &GpuContext,
+    shape: &BatchShape,
+    perm: &GpuBuffer<u32>,
+    obs: &GpuBuffer<f32>,
+    records: &GpuBuffer<f32>,
+) -> (GatherMinibatch, GpuBuffer<f32>, GpuBuffer<f32>) {
+    let mb_rows = shape.num_agents * shape.minibatch_size;
+    let mb_obs = GpuBuffer::<f32>::zeros(ctx, "mb_obs", mb_rows * shape.obs_dim).unwrap();
+    let mb_records = GpuBuffer::<f32>::zeros(ctx, "mb_records", mb_rows * RECORD).unwrap();
+    let plan = GatherMinibatch::new(
+        ctx,
+        shape,
+        &GatherBuffers {
+            perm,
+            obs,
+            records,
+            mb_obs: &mb_obs,
+            mb_records: &mb_records,
+        },
+    )
+    .unwrap();
+    (plan, mb_obs, mb_records)
+}
+
 #[test]
 fn gather_minibatch_matches_cpu_reference() {
     let Some(ctx) = ctx() else { return };
@@ -553,23 +579,10 @@ fn gather_minibatch_matches_cpu_reference() {
             };
             let batch = shape.batch_per_agent();
             let settings = UpdateSettings {
-                num_agents,
-                num_steps,
-                envs_per_agent,
                 num_minibatches: batch / minibatch_size,
                 update_epochs: epochs,
-                gamma: 0.99,
-                gae_lambda: 0.95,
-                norm_adv: true,
-                coefs: LossCoefs {
-                    clip_coef: 0.2,
-                    ent_coef: 0.01,
-                    vf_coef: 0.5,
-                    clip_vloss: true,
-                },
-                max_grad_norm: 0.5,
                 adam_eps: [ADAM_EPS, 1e-2][seed as usize % 2],
-                target_kl: None,
+                ..common::cleanrl_settings(num_agents, num_steps, envs_per_agent)
             };
             let perm = permutations(seed, 4, &settings);
             let rows = num_agents * batch;
@@ -578,22 +591,8 @@ fn gather_minibatch_matches_cpu_reference() {
             let perm_gpu = upload(ctx, "perm", &perm);
             let obs_gpu = upload(ctx, "obs", &obs);
             let records_gpu = upload(ctx, "records", &records);
-            let mb_rows = num_agents * minibatch_size;
-            let mb_obs_gpu = GpuBuffer::<f32>::zeros(ctx, "mb_obs", mb_rows * OBS_DIM).unwrap();
-            let mb_records_gpu =
-                GpuBuffer::<f32>::zeros(ctx, "mb_records", mb_rows * RECORD).unwrap();
-            let plan = GatherMinibatch::new(
-                ctx,
-                &shape,
-                &GatherBuffers {
-                    perm: &perm_gpu,
-                    obs: &obs_gpu,
-                    records: &records_gpu,
-                    mb_obs: &mb_obs_gpu,
-                    mb_records: &mb_records_gpu,
-                },
-            )
-            .unwrap();
+            let (plan, mb_obs_gpu, mb_records_gpu) =
+                gather_plan(ctx, &shape, &perm_gpu, &obs_gpu, &records_gpu);
             for epoch in 0..epochs {
                 for minibatch in 0..batch / minibatch_size {
                     mb_obs_gpu.poison(ctx).unwrap();
@@ -1503,5 +1502,105 @@ fn optimizer_step_equals_clip_adam_and_row_means_bitwise() {
         // Every history entry was written (none left NaN-poisoned).
         let history = copies[1].6.read(ctx).unwrap();
         assert!(history.iter().all(|v| v.is_finite()), "{history:?}");
+    }
+}
+
+/// adv_moments (every minibatch's advantage mean and scale, read through
+/// the permutations, for the fused row step) against the gather + adv_norm
+/// it replaces: (adv - mean) * scale is bitwise adv_norm's output for every
+/// (epoch, minibatch, agent), and the moments match the f64 reference. The
+/// output is NaN-poisoned first; shapes hit partial workgroups.
+#[test]
+fn adv_moments_equal_gather_and_adv_norm_bitwise() {
+    let Some(ctx) = ctx() else { return };
+    // (num_steps, envs_per_agent, minibatch_size, minibatches, epochs)
+    let shapes = [
+        (1, 2, 2, 1, 1),
+        (16, 3, 12, 4, 3),
+        (128, 4, 128, 4, 4),
+        (5, 13, 65, 1, 2),
+        (7, 10, 35, 2, 2),
+    ];
+    let mut seed = 9900;
+    for &num_agents in AGENT_COUNTS {
+        for &(num_steps, envs_per_agent, minibatch_size, minibatches, epochs) in &shapes {
+            seed += 1;
+            let shape = BatchShape {
+                num_agents,
+                num_steps,
+                envs_per_agent,
+                obs_dim: 1,
+                minibatch_size,
+                epochs,
+            };
+            let batch = shape.batch_per_agent();
+            let settings = UpdateSettings {
+                num_minibatches: minibatches,
+                update_epochs: epochs,
+                ..common::cleanrl_settings(num_agents, num_steps, envs_per_agent)
+            };
+            let perm = permutations(seed, 2, &settings);
+            let rows = num_agents * batch;
+            let records = random_records(seed, rows);
+            let perm_gpu = upload(ctx, "perm", &perm);
+            let obs_gpu = upload(ctx, "obs", &vec![0.0f32; rows]);
+            let records_gpu = upload(ctx, "records", &records);
+            let entries = epochs * minibatches;
+            let stats_gpu = poisoned(ctx, "adv_stats", entries * num_agents * 2);
+            let moments = adv_moments(
+                ctx,
+                &shape,
+                minibatches,
+                &AdvMomentsBuffers {
+                    perm: &perm_gpu,
+                    records: &records_gpu,
+                    adv_stats: &stats_gpu,
+                },
+            )
+            .unwrap();
+            ctx.run("adv_moments", &[&moments]);
+            let got = stats_gpu.read(ctx).unwrap();
+
+            let (gather, _mb_obs, mb_records_gpu) =
+                gather_plan(ctx, &shape, &perm_gpu, &obs_gpu, &records_gpu);
+            let norm = adv_norm(ctx, num_agents, minibatch_size, &mb_records_gpu).unwrap();
+            for epoch in 0..epochs {
+                for minibatch in 0..minibatches {
+                    let entry = epoch * minibatches + minibatch;
+                    let what = format!(
+                        "adv_moments P={num_agents} T={num_steps} N={envs_per_agent} M={minibatch_size} entry {entry}"
+                    );
+                    // The raw advantages of the minibatch, then adv_norm's output.
+                    ctx.run("gather", &[gather.dispatch(epoch, minibatch)]);
+                    let raw = field(&mb_records_gpu.read(ctx).unwrap(), record::ADVANTAGE);
+                    ctx.run("adv_norm", &[&norm]);
+                    let normed = field(&mb_records_gpu.read(ctx).unwrap(), record::ADVANTAGE);
+                    for p in 0..num_agents {
+                        let at = (entry * num_agents + p) * 2;
+                        let (mean, scale) = (got[at], got[at + 1]);
+                        let rows = p * minibatch_size..(p + 1) * minibatch_size;
+                        let ours: Vec<f32> = raw[rows.clone()]
+                            .iter()
+                            .map(|a| (a - mean) * scale)
+                            .collect();
+                        assert_bitwise(&format!("{what} agent {p}"), &normed[rows.clone()], &ours);
+                        // The moments themselves against f64.
+                        let adv = to_f64(&raw[rows]);
+                        let m = adv.len() as f64;
+                        let want_mean = adv.iter().sum::<f64>() / m;
+                        let var = adv.iter().map(|a| (a - want_mean).powi(2)).sum::<f64>()
+                            / (m - 1.0).max(1.0);
+                        let want_scale = 1.0 / (var.sqrt() + 1e-8);
+                        assert_close(
+                            &format!("{what} agent {p} moments"),
+                            &[want_mean, want_scale],
+                            &[mean, scale],
+                            1e-5,
+                            1e-5,
+                        );
+                    }
+                }
+            }
+        }
     }
 }

@@ -9,7 +9,7 @@ use common::{assert_close, ctx, random_vec, to_f64};
 use ppo_wgpu::gpu::GpuContext;
 use ppo_wgpu::ops::categorical::SampleKey;
 use ppo_wgpu::ops::gae::{GaeVariant, TERMINATED, TRUNCATED};
-use ppo_wgpu::ops::ppo_loss::{stat, LossCoefs};
+use ppo_wgpu::ops::ppo_loss::stat;
 use ppo_wgpu::ops::{record, RECORD};
 use ppo_wgpu::ppo::fused_update::fused_update_support;
 use ppo_wgpu::ppo::reference::{reference_update, ReferenceInputs};
@@ -21,25 +21,7 @@ fn column(records: &[f32], field: usize) -> Vec<f32> {
 }
 
 fn settings(num_agents: usize, num_steps: usize, envs: usize) -> UpdateSettings {
-    UpdateSettings {
-        num_agents,
-        num_steps,
-        envs_per_agent: envs,
-        num_minibatches: 4,
-        update_epochs: 4,
-        gamma: 0.99,
-        gae_lambda: 0.95,
-        norm_adv: true,
-        coefs: LossCoefs {
-            clip_coef: 0.2,
-            ent_coef: 0.01,
-            vf_coef: 0.5,
-            clip_vloss: true,
-        },
-        max_grad_norm: 0.5,
-        adam_eps: ppo_wgpu::ops::optim::ADAM_EPS,
-        target_kl: None,
-    }
+    common::cleanrl_settings(num_agents, num_steps, envs)
 }
 
 /// What [`random_rollout`] fed the GPU.

@@ -113,6 +113,7 @@ pub enum Kernel {
     GatherMinibatch,
     PpoLoss,
     AdvNorm,
+    AdvMoments,
     RowStatsMean,
     ExplainedVariance,
     GradNorm,
@@ -165,6 +166,7 @@ impl Kernel {
         Kernel::GatherMinibatch,
         Kernel::PpoLoss,
         Kernel::AdvNorm,
+        Kernel::AdvMoments,
         Kernel::RowStatsMean,
         Kernel::ExplainedVariance,
         Kernel::GradNorm,
@@ -318,6 +320,12 @@ impl Kernel {
                     STATS_WGSL,
                     "adv_norm",
                     &[(0, Uniform), (6, ReadWrite)],
+                    Shape::PerWorkgroup(64),
+                ),
+                Kernel::AdvMoments => (
+                    STATS_WGSL,
+                    "adv_moments",
+                    &[(0, Uniform), (4, Read), (7, Read), (8, ReadWrite)],
                     Shape::PerWorkgroup(64),
                 ),
                 Kernel::RowStatsMean => (

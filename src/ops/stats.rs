@@ -3,6 +3,7 @@
 
 use crate::error::Result;
 use crate::gpu::{Dispatch, GpuBuffer, GpuContext, Kernel};
+use crate::ops::gather::BatchShape;
 use crate::ops::optim::AgentState;
 use crate::ops::ppo_loss::ROW_STATS;
 use crate::ops::{fits_u32, RECORD};
@@ -20,8 +21,8 @@ struct StatsDims {
     history_index: u32,
     check_kl: u32,
     target_kl: f32,
-    _pad0: u32,
-    _pad1: u32,
+    batch_per_agent: u32,
+    num_minibatches: u32,
 }
 
 impl StatsDims {
@@ -33,8 +34,8 @@ impl StatsDims {
             history_index: 0,
             check_kl: 0,
             target_kl: 0.0,
-            _pad0: 0,
-            _pad1: 0,
+            batch_per_agent: 0,
+            num_minibatches: 0,
         })
     }
 }
@@ -55,6 +56,63 @@ pub fn adv_norm(
         &dims,
         &[mb_records.binding()],
         num_agents as u64,
+    )
+}
+
+/// The buffers [`adv_moments`] reads and writes.
+pub struct AdvMomentsBuffers<'a> {
+    /// [epochs][P][B] (`ppo::permutations`).
+    pub perm: &'a GpuBuffer<u32>,
+    /// The rollout's records [T][P][N][RECORD], advantages written by GAE.
+    pub records: &'a GpuBuffer<f32>,
+    /// [epochs × minibatches][P][2]: each minibatch's advantage mean and
+    /// 1 / (std + 1e-8).
+    pub adv_stats: &'a GpuBuffer<f32>,
+}
+
+/// [`adv_norm`]'s mean and scale of every (epoch, minibatch, agent) at
+/// once, read through the permutations instead of from a gathered
+/// minibatch (the fused row step normalizes as it reads): bitwise what
+/// `adv_norm` computes for the same rows.
+pub fn adv_moments(
+    ctx: &GpuContext,
+    shape: &BatchShape,
+    num_minibatches: usize,
+    buffers: &AdvMomentsBuffers<'_>,
+) -> Result<Dispatch> {
+    const OP: &str = "adv_moments";
+    let p = shape.num_agents;
+    let batch = shape.num_steps * shape.envs_per_agent;
+    let entries = shape.epochs * num_minibatches;
+    buffers.perm.expect_len(OP, shape.epochs * p * batch)?;
+    buffers.records.expect_len(OP, p * batch * RECORD)?;
+    buffers.adv_stats.expect_len(OP, entries * p * 2)?;
+    if shape.minibatch_size * num_minibatches > batch {
+        return Err(crate::Error::shape(
+            OP,
+            "minibatch rows",
+            batch,
+            shape.minibatch_size * num_minibatches,
+        ));
+    }
+    let dims = StatsDims {
+        envs_per_agent: fits_u32(OP, "envs_per_agent", shape.envs_per_agent)?,
+        // The kernel reads history_index as the number of entries.
+        history_index: fits_u32(OP, "entries", entries)?,
+        batch_per_agent: fits_u32(OP, "batch_per_agent", batch)?,
+        num_minibatches: fits_u32(OP, "num_minibatches", num_minibatches)?,
+        ..StatsDims::new(OP, p, shape.minibatch_size)?
+    };
+    Dispatch::with_uniform(
+        ctx,
+        Kernel::AdvMoments,
+        &dims,
+        &[
+            buffers.records.binding(),
+            buffers.perm.binding(),
+            buffers.adv_stats.binding(),
+        ],
+        (entries * p) as u64,
     )
 }
 

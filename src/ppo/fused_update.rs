@@ -35,8 +35,11 @@ use crate::gpu::kernels::{
 };
 use crate::gpu::{Dispatch, GpuBuffer, GpuContext, UniformBuffer};
 use crate::nn::LayerLayout;
+use crate::ops::fits_u32;
+use crate::ops::gather::BatchShape;
 use crate::ops::optim::{AgentState, ADAM_BETA1, ADAM_BETA2};
-use crate::ops::ppo_loss::{LossCoefs, ROW_STATS};
+use crate::ops::ppo_loss::ROW_STATS;
+use crate::ops::stats::{self, AdvMomentsBuffers};
 
 use super::fused::CPU_LOOP_BUDGET;
 use super::fused::{emit_lanes_heads, emit_lanes_layer, layout_entry, LANES_WG, MAX_FUSED_HIDDEN};
@@ -363,10 +366,10 @@ pub fn update_rows_source(spec: &ActorCriticSpec, envs: usize, uniform_weights: 
     // The rows' observations (clamped to the minibatch) into xs and scratch.
     let _ = writeln!(
         g,
-        "fn lanes_load(lid: u32, first: u32, m0: u32) {{\n    \
+        "fn lanes_load(lid: u32, agent: u32, first: u32, m0: u32) {{\n    \
          for (var q = lid; q < {}u + dims.pad; q += LANES_WG) {{\n        \
          let m = m0 + q / {d}u;\n        \
-         let x = mb_obs[(first + min(m, dims.minibatch_size - 1u)) * {d}u + q % {d}u];\n        \
+         let x = obs[source_row(agent, min(m, dims.minibatch_size - 1u)) * {d}u + q % {d}u];\n        \
          xs[q] = x;\n        \
          if (m < dims.minibatch_size) {{\n            \
          scratch[(first + m) * STRIDE + {}u + q % {d}u] = x;\n        }}\n    }}\n}}",
@@ -450,8 +453,12 @@ struct RowsDims {
     ent_coef: f32,
     vf_coef: f32,
     pad: u32,
+    num_agents: u32,
+    envs_per_agent: u32,
+    batch_per_agent: u32,
+    perm_base: u32,
+    adv_base: u32,
     pad1: u32,
-    pad2: u32,
 }
 
 #[repr(C)]
@@ -470,37 +477,48 @@ struct GradsDims {
 /// The buffers the fused step reads and writes (the layered update's own).
 pub struct FusedUpdateBuffers<'a> {
     pub params: &'a GpuBuffer<f32>,
-    pub mb_obs: &'a GpuBuffer<f32>,
-    pub mb_records: &'a GpuBuffer<f32>,
+    /// The rollout's observations [T][P][N][obs_dim] and records
+    /// [T][P][N][RECORD] (advantages written by GAE), read through `perm`.
+    pub obs: &'a GpuBuffer<f32>,
+    pub records: &'a GpuBuffer<f32>,
+    /// [epochs][P][B].
+    pub perm: &'a GpuBuffer<u32>,
     pub row_stats: &'a GpuBuffer<f32>,
     pub grads: &'a GpuBuffer<f32>,
 }
 
 /// The compiled fused minibatch step of one network shape and minibatch,
-/// bound to one set of buffers.
+/// bound to one set of buffers: the minibatch read through the permutation
+/// and normalized as it is read, the row pass, the gradients (the
+/// optimizer step follows, `ops::optim::optimizer_step`).
 #[derive(Debug)]
 pub struct FusedUpdate {
     pipeline: wgpu::ComputePipeline,
-    bind_group: wgpu::BindGroup,
-    _dims: UniformBuffer<RowsDims>,
+    /// One per epoch × minibatch (its own uniform dims).
+    bind_groups: Vec<wgpu::BindGroup>,
+    _dims: Vec<UniformBuffer<RowsDims>>,
     grid: (u32, u32),
     grads: Dispatch,
+    /// Every minibatch's advantage mean and scale, once per update (None
+    /// without advantage normalization: `adv_stats` holds 0 and 1).
+    adv_moments: Option<Dispatch>,
     _scratch: GpuBuffer<f32>,
     _jobs: GpuBuffer<u32>,
+    _adv_stats: GpuBuffer<f32>,
 }
 
 impl FusedUpdate {
-    /// Compiles the step for `spec` and `num_agents` × `minibatch_size`
-    /// rows; an error naming the config key `update` where
+    /// Compiles the step for `spec` and `settings`' agents, minibatches and
+    /// epochs; an error naming the config key `update` where
     /// [`fused_update_support`] refuses it.
     pub fn new(
         ctx: &GpuContext,
         spec: &ActorCriticSpec,
-        num_agents: usize,
-        minibatch_size: usize,
-        coefs: LossCoefs,
+        settings: &UpdateSettings,
         buffers: &FusedUpdateBuffers<'_>,
     ) -> Result<Self> {
+        let num_agents = settings.num_agents;
+        let minibatch_size = settings.minibatch_size();
         if let Some(reason) = fused_update_support(ctx, spec, num_agents, minibatch_size) {
             return Err(Error::config("update", "fused", reason));
         }
@@ -513,31 +531,65 @@ impl FusedUpdate {
         let flat: Vec<u32> = job_table.iter().flatten().copied().collect();
         let jobs = GpuBuffer::from_slice(ctx, "fused update jobs", &flat)?;
 
+        let shape = BatchShape {
+            num_agents,
+            num_steps: settings.num_steps,
+            envs_per_agent: settings.envs_per_agent,
+            obs_dim: spec.obs_dim,
+            minibatch_size,
+            epochs: settings.update_epochs,
+        };
+        let minibatches = settings.num_minibatches;
+        let entries = settings.update_epochs * minibatches;
+        let batch = settings.batch_per_agent();
+        let (adv_stats, adv_moments) = if settings.norm_adv {
+            let adv_stats = GpuBuffer::<f32>::zeros(ctx, "adv_stats", entries * num_agents * 2)?;
+            let dispatch = stats::adv_moments(
+                ctx,
+                &shape,
+                minibatches,
+                &AdvMomentsBuffers {
+                    perm: buffers.perm,
+                    records: buffers.records,
+                    adv_stats: &adv_stats,
+                },
+            )?;
+            (adv_stats, Some(dispatch))
+        } else {
+            let identity: Vec<f32> = [0.0, 1.0].repeat(entries * num_agents);
+            (GpuBuffer::from_slice(ctx, "adv_stats", &identity)?, None)
+        };
+
         let blocks_per_agent = minibatch_size.div_ceil(rows_per_group);
         let total_groups = num_agents * blocks_per_agent;
-        let dims = UniformBuffer::new(
-            ctx,
-            "update_rows dims",
-            &RowsDims {
-                rows: rows as u32,
-                minibatch_size: minibatch_size as u32,
-                param_stride: spec.param_count() as u32,
-                blocks_per_agent: blocks_per_agent as u32,
-                total_groups: total_groups as u32,
-                clip_vloss: coefs.clip_vloss as u32,
-                clip_coef: coefs.clip_coef as f32,
-                ent_coef: coefs.ent_coef as f32,
-                vf_coef: coefs.vf_coef as f32,
-                ..Default::default()
-            },
-        );
+        let base_dims = RowsDims {
+            rows: fits_u32("update_rows", "rows", rows)?,
+            minibatch_size: minibatch_size as u32,
+            param_stride: spec.param_count() as u32,
+            blocks_per_agent: blocks_per_agent as u32,
+            total_groups: total_groups as u32,
+            clip_vloss: settings.coefs.clip_vloss as u32,
+            clip_coef: settings.coefs.clip_coef as f32,
+            ent_coef: settings.coefs.ent_coef as f32,
+            vf_coef: settings.coefs.vf_coef as f32,
+            num_agents: num_agents as u32,
+            envs_per_agent: fits_u32("update_rows", "envs_per_agent", settings.envs_per_agent)?,
+            batch_per_agent: fits_u32("update_rows", "batch_per_agent", batch)?,
+            ..Default::default()
+        };
+        fits_u32(
+            "update_rows",
+            "perm",
+            settings.update_epochs * num_agents * batch,
+        )?;
         let uniform_weights = update_uniform_weights(ctx, spec, num_agents);
-        let mut entries = vec![layout_entry(0, wgpu::BufferBindingType::Uniform)];
-        entries.extend((1..=5).map(|b| {
+        let mut entries_layout = vec![layout_entry(0, wgpu::BufferBindingType::Uniform)];
+        entries_layout.extend((1..=7).map(|b| {
             let ty = if b == 1 && uniform_weights {
                 wgpu::BufferBindingType::Uniform
             } else {
-                wgpu::BufferBindingType::Storage { read_only: b <= 3 }
+                let read_only = matches!(b, 1..=3 | 6 | 7);
+                wgpu::BufferBindingType::Storage { read_only }
             };
             layout_entry(b, ty)
         }));
@@ -545,7 +597,7 @@ impl FusedUpdate {
             .device
             .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
                 label: Some("update_rows"),
-                entries: &entries,
+                entries: &entries_layout,
             });
         let source = update_rows_source(spec, rows_per_group, uniform_weights);
         let pipeline = create_pipeline_from_source(
@@ -556,27 +608,44 @@ impl FusedUpdate {
             &[],
             &layout,
         )?;
-        let resources = [
-            dims.binding(),
-            buffers.params.binding(),
-            buffers.mb_obs.binding(),
-            buffers.mb_records.binding(),
-            scratch.binding(),
-            buffers.row_stats.binding(),
-        ];
-        let bind_entries: Vec<wgpu::BindGroupEntry> = resources
-            .into_iter()
-            .enumerate()
-            .map(|(i, resource)| wgpu::BindGroupEntry {
-                binding: i as u32,
-                resource,
-            })
-            .collect();
-        let bind_group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some("update_rows"),
-            layout: &layout,
-            entries: &bind_entries,
-        });
+        let mut dims = Vec::with_capacity(entries);
+        let mut bind_groups = Vec::with_capacity(entries);
+        for entry in 0..entries {
+            let (epoch, minibatch) = (entry / minibatches, entry % minibatches);
+            let uniform = UniformBuffer::new(
+                ctx,
+                "update_rows dims",
+                &RowsDims {
+                    perm_base: (epoch * num_agents * batch + minibatch * minibatch_size) as u32,
+                    adv_base: (entry * num_agents) as u32,
+                    ..base_dims
+                },
+            );
+            let resources = [
+                uniform.binding(),
+                buffers.params.binding(),
+                buffers.obs.binding(),
+                buffers.records.binding(),
+                scratch.binding(),
+                buffers.row_stats.binding(),
+                buffers.perm.binding(),
+                adv_stats.binding(),
+            ];
+            let bind_entries: Vec<wgpu::BindGroupEntry> = resources
+                .into_iter()
+                .enumerate()
+                .map(|(i, resource)| wgpu::BindGroupEntry {
+                    binding: i as u32,
+                    resource,
+                })
+                .collect();
+            bind_groups.push(ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some("update_rows"),
+                layout: &layout,
+                entries: &bind_entries,
+            }));
+            dims.push(uniform);
+        }
         let grid = grid_1d(
             total_groups as u64,
             1,
@@ -598,25 +667,40 @@ impl FusedUpdate {
         )?;
         Ok(FusedUpdate {
             pipeline,
-            bind_group,
+            bind_groups,
             _dims: dims,
             grid,
             grads,
+            adv_moments,
             _scratch: scratch,
             _jobs: jobs,
+            _adv_stats: adv_stats,
         })
     }
 
-    /// Dispatches one minibatch step records.
+    /// Dispatches one minibatch step records (the row pass and the gradients).
     pub fn dispatch_count(&self) -> usize {
         2
     }
 
-    /// Records the step: the row pass, then the gradients (after the gather
-    /// and advantage normalization, before clip + Adam).
-    pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
+    /// Dispatches [`FusedUpdate::record_prologue`] records.
+    pub fn prologue_dispatch_count(&self) -> usize {
+        usize::from(self.adv_moments.is_some())
+    }
+
+    /// Records what runs once per update, after GAE and before the first
+    /// step: every minibatch's advantage mean and scale.
+    pub fn record_prologue(&self, pass: &mut wgpu::ComputePass<'_>) {
+        if let Some(d) = &self.adv_moments {
+            d.record(pass);
+        }
+    }
+
+    /// Records step `entry` (epoch × minibatches + minibatch): the row pass,
+    /// then the gradients (before the optimizer step).
+    pub fn record(&self, pass: &mut wgpu::ComputePass<'_>, entry: usize) {
         pass.set_pipeline(&self.pipeline);
-        pass.set_bind_group(0, &self.bind_group, &[]);
+        pass.set_bind_group(0, &self.bind_groups[entry], &[]);
         pass.dispatch_workgroups(self.grid.0, self.grid.1, 1);
         self.grads.record(pass);
     }

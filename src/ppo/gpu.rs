@@ -226,8 +226,6 @@ pub struct PpoGpu {
     /// The fused minibatch step's clip, Adam and statistics, one dispatch
     /// per history entry (built with the fused row step).
     optimizer_steps: Vec<Dispatch>,
-    mb_obs: GpuBuffer<f32>,
-    mb_records: GpuBuffer<f32>,
     row_stats: GpuBuffer<f32>,
 }
 
@@ -475,8 +473,6 @@ impl PpoGpu {
             update_path: UpdatePath::Auto,
             fused_update: None,
             optimizer_steps: Vec::new(),
-            mb_obs,
-            mb_records,
             row_stats,
         })
     }
@@ -725,13 +721,12 @@ impl PpoGpu {
                 Some(FusedStep::Rows(Box::new(FusedUpdate::new(
                     ctx,
                     &self.spec,
-                    self.settings.num_agents,
-                    self.settings.minibatch_size(),
-                    self.settings.coefs,
+                    &self.settings,
                     &FusedUpdateBuffers {
                         params: &self.params,
-                        mb_obs: &self.mb_obs,
-                        mb_records: &self.mb_records,
+                        obs: &self.rollout.obs,
+                        records: &self.rollout.records,
+                        perm: &self.perm,
                         row_stats: &self.row_stats,
                         grads: &self.grads,
                     },
@@ -903,6 +898,9 @@ impl PpoGpu {
                 self.gae.dispatch().record(&mut pass);
                 self.explained_variance.record(&mut pass);
             }
+            if let Some(fused) = fused {
+                fused.record_prologue(&mut pass);
+            }
             let minibatches = self.settings.num_minibatches;
             let epochs = if context.is_some() {
                 1
@@ -920,13 +918,7 @@ impl PpoGpu {
             for epoch in 0..epochs {
                 for minibatch in 0..minibatches {
                     match fused {
-                        Some(fused) => {
-                            self.gather.dispatch(epoch, minibatch).record(&mut pass);
-                            if let Some(d) = &self.adv_norm {
-                                d.record(&mut pass);
-                            }
-                            fused.record(&mut pass);
-                        }
+                        Some(fused) => fused.record(&mut pass, epoch * minibatches + minibatch),
                         None => {
                             self.record_minibatch_loss(&mut pass, epoch, minibatch);
                             for d in self.update_actor.backward_dispatches() {
@@ -1030,22 +1022,22 @@ impl PpoGpu {
             };
             return separate + linear.dispatch_count();
         }
-        let step = match &self.fused_update {
-            Some(FusedStep::Rows(fused)) => fused.dispatch_count(),
-            Some(FusedStep::Linear(_)) | None => {
-                self.update_actor.forward_dispatches().count()
-                    + self.update_critic.forward_dispatches().count()
-                    + 1
-                    + self.update_actor.backward_dispatches().count()
-                    + self.update_critic.backward_dispatches().count()
-            }
-        };
-        // Clip, Adam and the statistics: one fused dispatch, or three.
-        let optimizer = match &self.fused_update {
-            Some(FusedStep::Rows(_)) => 1,
-            _ => 3,
-        };
-        let per_minibatch = 1 + self.adv_norm.is_some() as usize + step + optimizer;
+        if let Some(FusedStep::Rows(fused)) = &self.fused_update {
+            // The row pass, the gradients and the optimizer step; the
+            // minibatch is read through the permutation.
+            let per_minibatch = fused.dispatch_count() + 1;
+            return self.rollout_critic.forward_dispatches().count()
+                + 2
+                + fused.prologue_dispatch_count()
+                + self.stats_means.len() * per_minibatch;
+        }
+        let step = self.update_actor.forward_dispatches().count()
+            + self.update_critic.forward_dispatches().count()
+            + 1
+            + self.update_actor.backward_dispatches().count()
+            + self.update_critic.backward_dispatches().count();
+        // The gather, advantage normalization, the step, clip + Adam and the statistics.
+        let per_minibatch = 1 + self.adv_norm.is_some() as usize + step + 3;
         self.rollout_critic.forward_dispatches().count()
             + 2
             + self.stats_means.len() * per_minibatch

@@ -4,6 +4,9 @@
 
 use std::sync::OnceLock;
 
+use ppo_wgpu::ops::optim::ADAM_EPS;
+use ppo_wgpu::ops::ppo_loss::LossCoefs;
+use ppo_wgpu::ppo::UpdateSettings;
 use ppo_wgpu::{AdapterOptions, GpuContext};
 use rand::{Rng, SeedableRng};
 
@@ -25,6 +28,30 @@ pub fn ctx() -> Option<&'static GpuContext> {
         }
     })
     .as_ref()
+}
+
+/// CleanRL's update settings (4 minibatches, 4 epochs, its loss
+/// coefficients, advantage normalization, no target_kl) for these sizes.
+pub fn cleanrl_settings(num_agents: usize, num_steps: usize, envs: usize) -> UpdateSettings {
+    UpdateSettings {
+        num_agents,
+        num_steps,
+        envs_per_agent: envs,
+        num_minibatches: 4,
+        update_epochs: 4,
+        gamma: 0.99,
+        gae_lambda: 0.95,
+        norm_adv: true,
+        coefs: LossCoefs {
+            clip_coef: 0.2,
+            ent_coef: 0.01,
+            vf_coef: 0.5,
+            clip_vloss: true,
+        },
+        max_grad_norm: 0.5,
+        adam_eps: ADAM_EPS,
+        target_kl: None,
+    }
 }
 
 /// Seeded uniform values in [lo, hi).
