@@ -388,6 +388,8 @@ struct BenchRow {
     update: String,
     /// Kernel dispatches per update (one submission).
     update_dispatches: usize,
+    /// Queue submissions per iteration (rollout and update).
+    submissions_per_iteration: f64,
     /// Seconds to a mean greedy return of 475 (median agent), adapter start-up included.
     seconds_to_475: Option<f64>,
     agents_reaching_475: usize,
@@ -461,7 +463,7 @@ fn bench(args: &BenchArgs) -> ppo_wgpu::Result<()> {
     let runs_root = std::env::temp_dir().join(format!("ppo-wgpu-bench-{}", std::process::id()));
     let mut rows = Vec::new();
     println!(
-        "{:<8} {:>4} {:>6} {:>10} {:>8} {:>12} {:>12} {:>17} {:>12} {:>22} {:>10} {:>10} {:>9} {:>10} {:>8}",
+        "{:<8} {:>4} {:>6} {:>10} {:>8} {:>12} {:>12} {:>17} {:>12} {:>22} {:>10} {:>10} {:>10} {:>9} {:>10} {:>8}",
         "preset",
         "env",
         "agents",
@@ -474,6 +476,7 @@ fn bench(args: &BenchArgs) -> ppo_wgpu::Result<()> {
         "update",
         "dispatches",
         "update ms",
+        "submits/it",
         "s to 475",
         "eval mean",
         "wall s"
@@ -519,13 +522,14 @@ fn bench(args: &BenchArgs) -> ppo_wgpu::Result<()> {
             update_ms: s.update_ms,
             update: s.update.clone(),
             update_dispatches: s.update_dispatches,
+            submissions_per_iteration: s.submissions_per_iteration,
             seconds_to_475: median,
             agents_reaching_475: reaching,
             final_eval_mean: eval_mean,
             wall_s: s.wall_s + startup_s,
         };
         println!(
-            "{:<8} {:>4} {:>6} {:>10} {:>8} {:>12} {:>12.0} {:>17} {:>12.0} {:>22} {:>10} {:>10.2} {:>9} {:>10.1} {:>8.1}",
+            "{:<8} {:>4} {:>6} {:>10} {:>8} {:>12} {:>12.0} {:>17} {:>12.0} {:>22} {:>10} {:>10.2} {:>10.1} {:>9} {:>10.1} {:>8.1}",
             row.preset,
             format!("{:?}", row.env_device).to_lowercase(),
             row.num_agents,
@@ -538,6 +542,7 @@ fn bench(args: &BenchArgs) -> ppo_wgpu::Result<()> {
             row.update,
             row.update_dispatches,
             row.update_ms,
+            row.submissions_per_iteration,
             row.seconds_to_475
                 .map_or("-".to_string(), |t| format!("{t:.1}")),
             row.final_eval_mean,

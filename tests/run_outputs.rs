@@ -552,7 +552,8 @@ fn summary_round_trips_and_tolerates_missing_fields() {
         rollout_sps: 150_000.0,
         update_ms: 29.5,
         update: "fused, rows".into(),
-        update_dispatches: 117,
+        update_dispatches: 54,
+        submissions_per_iteration: 2.0,
     };
     write_summary(&path, &summary).unwrap();
     assert_eq!(read_summary(&path).unwrap(), summary);

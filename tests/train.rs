@@ -180,6 +180,9 @@ fn device_envs_learn_and_resume_exactly() {
         "{}",
         summary.update_dispatches
     );
+    // Tests share the context, so the count is checked through the CLI
+    // (bench_runs_short_configs_back_to_back).
+    assert!(summary.submissions_per_iteration >= 2.0);
 
     // Resume from a checkpoint, with the linear policy (per-env fused
     // rollout, one-dispatch update) and with 64-64 (lanes; the layered
@@ -394,6 +397,7 @@ fn bench_runs_short_configs_back_to_back() {
     if ctx().is_none() {
         return;
     }
+    let json = scratch_dir("bench_json").join("bench.json");
     let out = binary()
         .args([
             "bench",
@@ -405,7 +409,9 @@ fn bench_runs_short_configs_back_to_back() {
             "gpu",
             "--max-timesteps",
             "2048",
+            "--json",
         ])
+        .arg(&json)
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -419,6 +425,14 @@ fn bench_runs_short_configs_back_to_back() {
         .filter(|l| l.contains("fused, linear"))
         .collect();
     assert_eq!(rows.len(), 2, "{stdout}");
+    // With device envs an iteration is two submissions: the rollout and the update.
+    let table: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let rows = table.as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{table}");
+    for row in rows {
+        assert_eq!(row["submissions_per_iteration"], 2.0, "{row}");
+    }
     let stderr = String::from_utf8_lossy(&out.stderr);
     if stderr.contains("Cpu,") {
         // Both rows are the linear network with one agent.

@@ -480,6 +480,23 @@ fn fused_update_matches_the_reference_at_cleanrl_size() {
     let _serial = serial();
     let Some(ctx) = ctx() else { return };
     check_update(ctx, &[64, 64], &settings(1, 128, 4), 81, UpdatePath::Fused);
+    // The target: at most 64 dispatches for CleanRL's whole update
+    // (bootstrap, GAE and 16 minibatch steps), in one submission.
+    let spec = ActorCriticSpec::new(4, 2, &[64, 64]).unwrap();
+    let (mut gpu, next_obs, perm) =
+        prepared(ctx, &spec, &settings(1, 128, 4), 82, UpdatePath::Fused);
+    let before = ctx.submissions();
+    gpu.update(ctx, Some(&next_obs), &perm).unwrap();
+    assert_eq!(
+        ctx.submissions() - before,
+        1,
+        "the update is one submission"
+    );
+    let dispatches = gpu.update_dispatch_count();
+    assert!(
+        dispatches <= 64,
+        "{dispatches} dispatches per CleanRL update"
+    );
 }
 
 /// Same inputs, same bits: the fused step's sums run in a fixed order.

@@ -202,7 +202,7 @@ pub fn read_into(ctx: &GpuContext, source: &wgpu::Buffer, out: &mut [u8]) -> Res
             label: Some("readback"),
         });
     encoder.copy_buffer_to_buffer(source, 0, staging, 0, bytes);
-    ctx.queue.submit([encoder.finish()]);
+    ctx.submit_commands(encoder.finish());
     let bytes_read = map_read(ctx, staging, bytes)?;
     out.copy_from_slice(&bytes_read[..out.len()]);
     Ok(())

@@ -262,6 +262,7 @@ pub struct GpuContext {
     pipelines: Mutex<HashMap<PipelineKey, Arc<wgpu::ComputePipeline>>>,
     layouts: Mutex<HashMap<Kernel, Arc<wgpu::BindGroupLayout>>>,
     staging: Staging,
+    submissions: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for GpuContext {
@@ -286,6 +287,20 @@ fn require(adapter: &AdapterSummary, what: &str, needed: u64, available: u64) ->
 }
 
 impl GpuContext {
+    /// Submits `commands` to the queue, counting the submission
+    /// ([`GpuContext::submissions`]). Every submission of the crate goes
+    /// through here or [`GpuContext::submit`].
+    pub fn submit_commands(&self, commands: wgpu::CommandBuffer) -> wgpu::SubmissionIndex {
+        self.submissions
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.queue.submit([commands])
+    }
+
+    /// Queue submissions made through [`GpuContext::submit_commands`] so far.
+    pub fn submissions(&self) -> u64 {
+        self.submissions.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Picks an adapter (see module docs) and opens a device on it.
     pub fn new(options: &AdapterOptions) -> Result<Self> {
         let selection = options.resolve()?;
@@ -371,6 +386,7 @@ impl GpuContext {
             pipelines: Mutex::new(HashMap::new()),
             layouts: Mutex::new(HashMap::new()),
             staging: Staging::new(),
+            submissions: Default::default(),
         })
     }
 
@@ -426,7 +442,7 @@ impl GpuContext {
             .device
             .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) });
         record(&mut encoder);
-        self.queue.submit([encoder.finish()]);
+        self.submit_commands(encoder.finish());
     }
 
     /// Blocks until all submitted work has finished.

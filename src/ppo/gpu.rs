@@ -976,7 +976,7 @@ impl PpoGpu {
             .record_copy(&mut encoder, &self.explained_var, history_bytes);
         self.update_readback
             .record_copy(&mut encoder, &self.agent_state, history_bytes + ev_bytes);
-        ctx.queue.submit([encoder.finish()]);
+        ctx.submit_commands(encoder.finish());
         let bytes = self.update_readback.read_bytes(ctx)?;
 
         let p_count = self.settings.num_agents;

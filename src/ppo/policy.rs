@@ -81,7 +81,7 @@ impl Policy {
             self.head.dispatch().record(&mut pass);
         }
         self.readback.record_copy(&mut encoder, &self.actions, 0);
-        ctx.queue.submit([encoder.finish()]);
+        ctx.submit_commands(encoder.finish());
         let bytes = self.readback.read_bytes(ctx)?;
         Ok(decode(&bytes, 0, self.actions.len()))
     }

@@ -70,7 +70,7 @@ impl PpoGpu {
         );
         self.step_readback
             .record_copy(&mut encoder, &self.actions, 0);
-        ctx.queue.submit([encoder.finish()]);
+        ctx.submit_commands(encoder.finish());
         let bytes = self.step_readback.read_bytes(ctx)?;
         Ok(decode(&bytes, 0, self.actions.len()))
     }
@@ -116,7 +116,7 @@ impl PpoGpu {
         policy.record(&mut encoder, &self.params);
         self.step_readback
             .record_copy(&mut encoder, &self.actions, 0);
-        ctx.queue.submit([encoder.finish()]);
+        ctx.submit_commands(encoder.finish());
         let bytes = self.step_readback.read_bytes(ctx)?;
         Ok(decode(&bytes, 0, self.actions.len()))
     }
@@ -322,7 +322,7 @@ impl PpoGpu {
             }
         }
         env.record_readback(&mut encoder);
-        ctx.queue.submit([encoder.finish()]);
+        ctx.submit_commands(encoder.finish());
         let episodes = env.finish_rollout(ctx)?;
         self.rollout_on_device = true;
         let final_value_steps = truncation_steps.iter().filter(|&&b| b).count();
@@ -442,7 +442,7 @@ impl PpoGpu {
             fused.record(&mut pass);
         }
         env.record_readback(&mut encoder);
-        ctx.queue.submit([encoder.finish()]);
+        ctx.submit_commands(encoder.finish());
         let episodes = env.finish_rollout(ctx)?;
         self.rollout_on_device = true;
         Ok(RolloutStats {

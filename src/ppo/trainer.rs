@@ -424,6 +424,7 @@ pub fn train(config: &PpoConfig, ctx: &GpuContext, options: &TrainOptions) -> Re
     let mut finished = Vec::new();
     // Seconds in each phase this run, for the summary's per-phase figures.
     let (mut rollout_s, mut update_s, mut updates) = (0.0, 0.0, 0usize);
+    let mut submissions = 0u64;
     let mut rollout_path = if gpu.uses_fused_policy_step(ctx)? {
         "host, fused step"
     } else {
@@ -449,6 +450,7 @@ pub fn train(config: &PpoConfig, ctx: &GpuContext, options: &TrainOptions) -> Re
         };
         gpu.set_learning_rates(&vec![frac * config.learning_rate; p_count])?;
         let mut iteration_episodes: Vec<Vec<(f64, u32)>> = vec![Vec::new(); p_count];
+        let submissions_before = ctx.submissions();
         let phase_start = Instant::now();
         let next_obs = match &mut envs {
             Envs::Host { env, obs, out } => {
@@ -484,6 +486,7 @@ pub fn train(config: &PpoConfig, ctx: &GpuContext, options: &TrainOptions) -> Re
         let stats: Vec<AgentUpdateStats> = gpu.update(ctx, next_obs, &perm)?;
         update_s += update_start.elapsed().as_secs_f64();
         updates += 1;
+        submissions += ctx.submissions() - submissions_before;
 
         let training_s = (start.elapsed().as_secs_f64() - eval_s_here).max(1e-9);
         let sps = ((global_step - steps_at_start) * p_count as u64) as f64 / training_s;
@@ -623,6 +626,7 @@ pub fn train(config: &PpoConfig, ctx: &GpuContext, options: &TrainOptions) -> Re
         update_ms: 1e3 * update_s / updates.max(1) as f64,
         update: gpu.update_name(ctx).to_string(),
         update_dispatches: gpu.update_dispatch_count(),
+        submissions_per_iteration: submissions as f64 / updates.max(1) as f64,
     };
     write_summary(&run.summary_path(), &summary)?;
     Ok(TrainReport {

@@ -50,6 +50,10 @@ pub struct Summary {
     pub update: String,
     /// Kernel dispatches per update (one submission).
     pub update_dispatches: usize,
+    /// Queue submissions per training iteration, rollout and update
+    /// (evaluations not counted); 0 in summaries written before it was.
+    #[serde(default)]
+    pub submissions_per_iteration: f64,
 }
 
 /// Writes `summary` as pretty JSON, atomically. JSON has no NaN or infinity:
