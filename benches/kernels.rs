@@ -8,33 +8,13 @@
 //!
 //! Run: `cargo bench --bench kernels` (add `WGPU_BACKEND=gl` or `vulkan`).
 
-use std::time::Instant;
-
-use ppo_wgpu::gpu::{Dispatch, GpuBuffer};
+use ppo_wgpu::gpu::Dispatch;
 use ppo_wgpu::nn::{MlpPlan, MlpSpec, Placement};
 use ppo_wgpu::ops::linear::{Activation, LinearForward, LinearSpec};
 use ppo_wgpu::{AdapterOptions, GpuContext};
 
-/// Median wall time in seconds of `reps` runs of `f` (after one warm-up run).
-fn median_seconds(reps: usize, mut f: impl FnMut()) -> f64 {
-    f();
-    let mut times: Vec<f64> = (0..reps)
-        .map(|_| {
-            let start = Instant::now();
-            f();
-            start.elapsed().as_secs_f64()
-        })
-        .collect();
-    times.sort_by(f64::total_cmp);
-    times[times.len() / 2]
-}
-
-fn filled(ctx: &GpuContext, name: &str, len: usize) -> GpuBuffer<f32> {
-    let data: Vec<f32> = (0..len)
-        .map(|i| ((i * 7919 % 1000) as f32 / 1000.0) - 0.5)
-        .collect();
-    GpuBuffer::from_slice(ctx, name, &data).expect("buffer")
-}
+mod common;
+use common::{filled, layer_64, median_seconds};
 
 fn main() {
     let ctx = GpuContext::new(&AdapterOptions::default()).unwrap_or_else(|e| {
@@ -84,16 +64,7 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(4096);
-    let spec = LinearSpec {
-        num_agents: 1,
-        rows_per_agent: rows,
-        in_dim: 64,
-        out_dim: 64,
-        param_stride: 64 * 65,
-        w_offset: 0,
-        b_offset: 64 * 64,
-        activation: Activation::Tanh,
-    };
+    let spec = layer_64(rows, Activation::Tanh);
     let (x, p, y) = (
         filled(&ctx, "x", rows * 64),
         filled(&ctx, "p", 64 * 65),
