@@ -21,6 +21,29 @@ pub const MAX_ROLLOUT_ROWS: usize = 1 << 28;
 /// optimizer keeps four copies: parameters, gradients, Adam m and v).
 pub const MAX_PARAMETERS: usize = 1 << 28;
 
+/// Most evaluation episodes in one evaluation, over all agents: they run
+/// side by side, one env each (2^20; a host env and the policy's buffers
+/// per episode).
+pub const MAX_EVAL_ENVS: usize = 1 << 20;
+
+/// Refuses `episodes` per agent × `agents` beyond [`MAX_EVAL_ENVS`]
+/// (overflow included), naming `field`; before anything is allocated.
+pub fn check_eval_envs(field: &str, episodes: usize, agents: usize) -> Result<()> {
+    if episodes
+        .checked_mul(agents)
+        .is_none_or(|envs| envs > MAX_EVAL_ENVS)
+    {
+        return Err(Error::config(
+            field,
+            episodes,
+            format!(
+                "{agents} agent(s) × {episodes} episodes run side by side, one env each: at most {MAX_EVAL_ENVS} in all"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// The presets [`PpoConfig::preset`] knows, in the order they are listed to users.
 pub const PRESET_NAMES: [&str; 5] = ["default", "cleanrl", "seed", "linear", "meta"];
 
@@ -378,6 +401,7 @@ impl PpoConfig {
             ));
         }
         self.check_parameter_count()?;
+        check_eval_envs("eval_episodes", self.eval_episodes, self.num_agents)?;
 
         if !(self.learning_rate.is_finite() && self.learning_rate > 0.0) {
             return Err(Error::config(

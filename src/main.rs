@@ -297,7 +297,16 @@ fn train(args: &TrainArgs) -> ppo_wgpu::Result<()> {
 }
 
 fn eval(args: &EvalArgs) -> ppo_wgpu::Result<()> {
+    if args.episodes == 0 {
+        return Err(ppo_wgpu::Error::config(
+            "--episodes",
+            0,
+            "must be at least 1",
+        ));
+    }
+    ppo_wgpu::config::check_eval_envs("--episodes", args.episodes, 1)?;
     let checkpoint = ppo_wgpu::run::load_checkpoint(&args.checkpoint)?;
+    ppo_wgpu::config::check_eval_envs("--episodes", args.episodes, checkpoint.agents.len())?;
     let actor = &checkpoint.actor_layers;
     let (obs_dim, num_actions) = match (actor.first(), actor.last()) {
         (Some(first), Some(last)) => (first.0, last.1),
@@ -315,13 +324,6 @@ fn eval(args: &EvalArgs) -> ppo_wgpu::Result<()> {
             path: args.checkpoint.clone(),
             reason: "actor and critic layers disagree with the parameter count".into(),
         });
-    }
-    if args.episodes == 0 {
-        return Err(ppo_wgpu::Error::config(
-            "--episodes",
-            0,
-            "must be at least 1",
-        ));
     }
     let d = CartPoleParams::GYMNASIUM;
     let physics = CartPoleParams {

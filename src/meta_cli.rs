@@ -9,7 +9,7 @@ use ppo_wgpu::config::PpoConfig;
 use ppo_wgpu::gpu::GpuContext;
 use ppo_wgpu::meta::config::split_sets;
 use ppo_wgpu::meta::eval::{
-    adaptation_eval, plot_adaptation, write_report, AdaptationReport, Init,
+    adaptation_eval, eval_config, plot_adaptation, write_report, AdaptationReport, Init,
 };
 use ppo_wgpu::meta::tasks::family_spec;
 use ppo_wgpu::meta::train::{
@@ -121,6 +121,8 @@ pub fn meta_train_command(args: &MetaTrainArgs) -> Result<()> {
     if !args.no_baseline {
         multitask_config(&ppo, &meta)?;
     }
+    // The final adaptation evaluation too, so nothing fails after training.
+    eval_config(&ppo, &meta)?;
     let ctx = open_context(&args.adapter)?;
     eprintln!(
         "{} {}: {} outer steps x {} tasks x {} inner updates ({} envs x {} steps each), hidden {:?}",
@@ -217,6 +219,7 @@ pub fn meta_eval_command(args: &MetaEvalArgs) -> Result<()> {
     let meta = saved.with_sets(&meta_sets)?;
     ppo_wgpu::config::check_name("--name", &args.name)?;
     let has_baseline = run.path().join(MULTITASK_CHECKPOINT_FILE).exists();
+    eval_config(&ppo, &meta)?;
     let ctx = open_context(&args.adapter)?;
     evaluate_run(
         &ctx,

@@ -453,6 +453,37 @@ fn meta_training_can_start_from_the_multitask_baseline() {
     let _ = std::fs::remove_dir_all(&root);
 }
 
+/// The final adaptation evaluation is sized and checked before meta-train
+/// starts (it once panicked with "capacity overflow" after meta-training):
+/// too many episodes or held-out tasks are refused naming the key.
+#[test]
+fn adaptation_eval_sizes_are_refused_up_front() {
+    use ppo_wgpu::meta::eval::eval_config;
+    let ppo = PpoConfig::preset("meta").unwrap();
+    let cases: [(&str, i64); 3] = [
+        ("adapt_eval_episodes", i64::MAX),
+        ("adapt_eval_episodes", 100_000),
+        ("eval_tasks", 100_000_000),
+    ];
+    for (key, value) in cases {
+        let meta = MetaConfig::resolve(
+            TaskFamily::Cartpole,
+            &[(key.to_string(), toml::Value::Integer(value))],
+        )
+        .unwrap();
+        let err = eval_config(&ppo, &meta).unwrap_err();
+        match &err {
+            Error::InvalidConfig { field, .. } => assert_eq!(field, key, "{err}"),
+            other => panic!("{key}: unexpected error {other}"),
+        }
+    }
+    let meta = MetaConfig::resolve(TaskFamily::Cartpole, &[]).unwrap();
+    assert_eq!(
+        eval_config(&ppo, &meta).unwrap().num_agents,
+        meta.eval_tasks
+    );
+}
+
 #[test]
 fn bad_meta_configs_are_refused_naming_the_field() {
     let cases: [(&str, toml::Value, &str); 10] = [

@@ -246,8 +246,12 @@ fn invalid_configs_are_refused_before_any_work() {
     let Some(ctx) = ctx() else { return };
     let root = scratch_dir("invalid");
     type Breaker = fn(&mut PpoConfig);
-    let cases: [(&str, Breaker); 5] = [
+    let cases: [(&str, Breaker); 7] = [
         ("num_envs", |c| c.num_envs = 0),
+        // The final evaluation's size, refused before training (it once
+        // panicked, or was refused only after the whole run).
+        ("eval_episodes", |c| c.eval_episodes = usize::MAX / 2),
+        ("eval_episodes", |c| c.eval_episodes = 10_000_000),
         ("num_minibatches", |c| c.num_minibatches = 3),
         ("learning_rate", |c| c.learning_rate = -1.0),
         // A fused rollout asked for where the network is too wide for it,
@@ -341,8 +345,43 @@ fn the_cli_names_bad_input_and_exits_nonzero() {
         "valid presets are listed"
     );
 
-    let refused: [(&[&str], &str); 3] = [
+    let refused: [(&[&str], &str); 7] = [
         (&["bench", "--env-devices", "cpu,tpu"], "env_device"),
+        // Counts that size allocations (these once panicked or aborted).
+        (
+            &["train", "--set", "eval_episodes=9223372036854775807"],
+            "eval_episodes",
+        ),
+        (
+            &[
+                "eval",
+                "--checkpoint",
+                "no-such-checkpoint.safetensors",
+                "--episodes",
+                "18446744073709551615",
+            ],
+            "--episodes",
+        ),
+        (
+            &[
+                "meta-train",
+                "--family",
+                "cartpole",
+                "--set",
+                "adapt_eval_episodes=9223372036854775807",
+            ],
+            "adapt_eval_episodes",
+        ),
+        (
+            &[
+                "meta-train",
+                "--family",
+                "cartpole",
+                "--set",
+                "eval_tasks=100000000",
+            ],
+            "eval_tasks",
+        ),
         (
             &[
                 "meta-train",
@@ -367,6 +406,7 @@ fn the_cli_names_bad_input_and_exits_nonzero() {
     for (args, field) in refused {
         let out = binary().args(args).output().unwrap();
         assert!(!out.status.success(), "{args:?}");
+        assert_ne!(out.status.code(), Some(101), "{args:?} panicked");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains(field), "{args:?}: {stderr}");
         assert!(

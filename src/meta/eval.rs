@@ -13,7 +13,8 @@ use serde::{Deserialize, Serialize};
 use super::config::MetaConfig;
 use super::inner::{ppo_iteration, progress_bar, InnerEnv};
 use super::tasks::{family_spec, make_env, repeat_tasks, sample_tasks};
-use crate::config::PpoConfig;
+use super::train::population_config;
+use crate::config::{check_eval_envs, PpoConfig, MAX_EVAL_ENVS};
 use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
 use crate::ops::context::ContextLayout;
@@ -137,6 +138,28 @@ pub fn mean_ci95(values: &[f64]) -> (f64, f64, f64) {
 /// Adapts each initialization on the held-out tasks and measures it at
 /// every k: PPO on all parameters, or, for an init with context weights,
 /// CAVIA's context steps (`meta.context_lr`, `meta.context_bound`).
+/// The adaptation evaluation's population (one agent per held-out task),
+/// checked with its episode count before any work, so meta-train can
+/// refuse what its final evaluation could not run before it trains.
+pub fn eval_config(ppo: &PpoConfig, meta: &MetaConfig) -> Result<PpoConfig> {
+    meta.validate()?;
+    if meta.eval_tasks > MAX_EVAL_ENVS {
+        return Err(Error::config(
+            "eval_tasks",
+            meta.eval_tasks,
+            format!(
+                "at most {MAX_EVAL_ENVS} held-out tasks, each playing its episodes on its own envs"
+            ),
+        ));
+    }
+    check_eval_envs(
+        "adapt_eval_episodes",
+        meta.adapt_eval_episodes,
+        meta.eval_tasks,
+    )?;
+    population_config(ppo, "eval_tasks", meta.eval_tasks)
+}
+
 pub fn adaptation_eval(
     ctx: &GpuContext,
     ppo: &PpoConfig,
@@ -144,15 +167,10 @@ pub fn adaptation_eval(
     inits: &[Init],
     progress: bool,
 ) -> Result<AdaptationReport> {
-    meta.validate()?;
+    let config = eval_config(ppo, meta)?;
     let spec = family_spec(meta.family, &ppo.hidden)?;
     let e_count = meta.eval_tasks;
     let n = ppo.num_envs;
-    let config = PpoConfig {
-        num_agents: e_count,
-        ..ppo.clone()
-    };
-    config.validate()?;
     for init in inits {
         if init.params.len() != spec.param_count() {
             return Err(Error::shape(

@@ -85,16 +85,28 @@ pub fn inner_config(ppo: &PpoConfig, meta: &MetaConfig) -> Result<PpoConfig> {
             "meta-train steps its task envs on the host (env_device = \"cpu\"); the device env is CartPole-v1 only",
         ));
     }
+    population_config(ppo, "meta_batch", meta.meta_batch)
+}
+
+/// `ppo` for a population of `num_agents` (one per task, the count the
+/// meta key `key` sets), validated; an error notes the key. The PPO
+/// config's own periodic evaluation (`eval_episodes`) does not run for
+/// meta-learning's populations, so its size is not held against them.
+pub(crate) fn population_config(
+    ppo: &PpoConfig,
+    key: &str,
+    num_agents: usize,
+) -> Result<PpoConfig> {
     let config = PpoConfig {
-        num_agents: meta.meta_batch,
+        num_agents,
         ..ppo.clone()
     };
-    config.validate().map_err(|e| {
-        e.with_note(format_args!(
-            "with num_agents = meta_batch = {}",
-            meta.meta_batch
-        ))
-    })?;
+    PpoConfig {
+        eval_episodes: 1,
+        ..config.clone()
+    }
+    .validate()
+    .map_err(|e| e.with_note(format_args!("with num_agents = {key} = {num_agents}")))?;
     Ok(config)
 }
 

@@ -114,6 +114,7 @@ pub fn evaluate_cartpole(
         greedy,
         seed,
     } = *settings;
+    crate::config::check_eval_envs("episodes", episodes, num_agents)?;
     let config = CartPoleConfig {
         max_episode_steps,
         ..CartPoleConfig::new(num_agents, episodes)
