@@ -85,8 +85,27 @@ fn run_dir_uses_cleanrl_naming() {
     assert_eq!(run.summary_path(), run.path().join("summary.json"));
     assert_eq!(run.plot_path(), run.path().join("learning_curve.svg"));
 
-    // The same name twice does not overwrite the first run.
-    assert!(RunDir::create(&root, "CartPole-v1", "ppo", 1, 1_700_000_000).is_err());
+    // The same name again (two runs started in the same second) gets its
+    // own folder and leaves the first one alone.
+    std::fs::write(run.metrics_path(), "first").unwrap();
+    for n in [2, 3] {
+        let again = RunDir::create(&root, "CartPole-v1", "ppo", 1, 1_700_000_000).unwrap();
+        assert_eq!(
+            again.path(),
+            root.join(format!("CartPole-v1__ppo__1__1700000000__{n}"))
+        );
+        assert!(again.path().is_dir() && !again.metrics_path().exists());
+    }
+    assert_eq!(
+        std::fs::read_to_string(run.metrics_path()).unwrap(),
+        "first"
+    );
+    // A file where the folder would go is not taken for a run.
+    std::fs::write(root.join("CartPole-v1__ppo__1__5"), "").unwrap();
+    assert!(matches!(
+        RunDir::create(&root, "CartPole-v1", "ppo", 1, 5),
+        Err(Error::Io { .. })
+    ));
     // Names that would escape the folder are refused.
     assert!(matches!(
         RunDir::create(&root, "CartPole-v1", "../up", 1, 1),

@@ -42,8 +42,10 @@ pub struct RunDir {
 }
 
 impl RunDir {
-    /// Creates the folder (and `root` if needed). Fails if it already exists,
-    /// so a second run started in the same second never overwrites the first.
+    /// Creates the folder (and `root` if needed). A run of the same name
+    /// started in the same second gets its own folder, the name followed by
+    /// `__2`, `__3`, ...: nothing is ever overwritten (each name is claimed
+    /// by an atomic create), and concurrent runs of one script both run.
     pub fn create(
         root: &Path,
         env_id: &str,
@@ -54,9 +56,24 @@ impl RunDir {
         check_name("env_id", env_id)?;
         check_name("exp_name", exp_name)?;
         fs::create_dir_all(root).map_err(|source| io_error(root, source))?;
-        let path = root.join(format!("{env_id}__{exp_name}__{seed}__{unix_time}"));
-        fs::create_dir(&path).map_err(|source| io_error(&path, source))?;
-        Ok(RunDir { path })
+        let name = format!("{env_id}__{exp_name}__{seed}__{unix_time}");
+        const ATTEMPTS: usize = 1000;
+        for attempt in 1..=ATTEMPTS {
+            let path = match attempt {
+                1 => root.join(&name),
+                n => root.join(format!("{name}__{n}")),
+            };
+            match fs::create_dir(&path) {
+                Ok(()) => return Ok(RunDir { path }),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && path.is_dir() => {}
+                Err(source) => return Err(io_error(&path, source)),
+            }
+        }
+        Err(Error::config(
+            "runs_dir",
+            root.display(),
+            format!("{ATTEMPTS} runs named {name} already exist there"),
+        ))
     }
 
     /// An existing run folder (to resume, evaluate or plot it).
