@@ -150,22 +150,23 @@ struct EvalArgs {
     seed: u64,
     #[arg(long, default_value_t = 500)]
     max_episode_steps: u32,
-    /// Physics of the evaluation task (Gymnasium's CartPole-v1 by default).
-    #[arg(long)]
+    /// Physics of the evaluation task (Gymnasium's CartPole-v1 by default);
+    /// negative values may follow a space (`--polarity -1`).
+    #[arg(long, allow_negative_numbers = true)]
     gravity: Option<f64>,
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     masscart: Option<f64>,
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     masspole: Option<f64>,
     /// Half the pole's length.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     length: Option<f64>,
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     force_mag: Option<f64>,
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     tau: Option<f64>,
     /// -1 flips the motor.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     polarity: Option<f64>,
     #[command(flatten)]
     adapter: AdapterArgs,

@@ -529,3 +529,89 @@ fn train_chooses_software_threads_and_says_so() {
         let _ = std::fs::remove_dir_all(root);
     }
 }
+
+/// The README's `train`, `eval` and `adapters` example commands run as
+/// written (a test once found `--polarity -1` refused by the argument
+/// parser): shortened with `--set total_timesteps=2048 --set
+/// eval_episodes=5`, in a scratch folder, the run and checkpoint paths
+/// replaced by a real run's.
+#[test]
+fn the_readme_examples_run() {
+    if ctx().is_none() {
+        return;
+    }
+    let readme = include_str!("../README.md");
+    let commands: Vec<Vec<String>> = readme
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix("cargo run --release -- "))
+        .map(|line| line.split(" #").next().unwrap_or(line))
+        .filter(|line| {
+            ["train", "eval", "adapters"].contains(&line.split(' ').next().unwrap_or(""))
+        })
+        .map(|line| {
+            line.split_whitespace()
+                .map(|word| {
+                    if word == "''" {
+                        String::new()
+                    } else {
+                        word.to_string()
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    let subcommands: Vec<&str> = commands.iter().map(|c| c[0].as_str()).collect();
+    assert!(
+        subcommands.iter().filter(|&&c| c == "train").count() >= 5
+            && subcommands.iter().filter(|&&c| c == "eval").count() >= 2,
+        "the README's examples were not found: {commands:?}"
+    );
+    let dir = scratch_dir("readme");
+    std::fs::write(dir.join("my.toml"), "num_envs = 4\nlearning_rate = 5e-3\n").unwrap();
+    let mut run: Option<PathBuf> = None;
+    for command in commands {
+        let mut args = command.clone();
+        match args[0].as_str() {
+            "train" if args.iter().any(|a| a == "--resume") => {
+                let Some(run) = &run else {
+                    panic!("--resume before any run: {command:?}")
+                };
+                let at = args.iter().position(|a| a == "--resume").unwrap() + 1;
+                args[at] = run.display().to_string();
+            }
+            "train" => args.extend(
+                [
+                    "--set",
+                    "total_timesteps=2048",
+                    "--set",
+                    "eval_episodes=5",
+                    "--quiet",
+                ]
+                .map(String::from),
+            ),
+            "eval" => {
+                let Some(run) = &run else {
+                    panic!("eval before any run: {command:?}")
+                };
+                let at = args.iter().position(|a| a == "--checkpoint").unwrap() + 1;
+                args[at] = run.join("checkpoint.safetensors").display().to_string();
+            }
+            _ => {}
+        }
+        let out = binary().args(&args).current_dir(&dir).output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{command:?} failed: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if run.is_none() && args[0] == "train" {
+            let line = stdout
+                .lines()
+                .find_map(|l| l.strip_prefix("run: "))
+                .unwrap();
+            run = Some(dir.join(line));
+        }
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
