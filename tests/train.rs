@@ -615,3 +615,96 @@ fn the_readme_examples_run() {
     }
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A run killed (SIGKILL) after a periodic checkpoint and resumed keeps its
+/// clock: the checkpoint holds the time spent so far, so `wall_s` in
+/// metrics.csv never goes back and the resumed run's summary counts both
+/// processes' time (the checkpoint once held only earlier processes' time,
+/// 0 here, and the resumed clock restarted).
+#[test]
+fn time_spent_survives_a_kill_and_resume() {
+    if ctx().is_none() {
+        return;
+    }
+    let root = scratch_dir("kill");
+    let mut child = binary()
+        .args([
+            "train",
+            "--quiet",
+            "--set",
+            "checkpoint_every=1",
+            "--set",
+            "total_timesteps=2000000",
+            "--set",
+            "eval_every=0",
+            "--runs-dir",
+        ])
+        .arg(&root)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait for a few checkpointed iterations, then kill without warning.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let run = loop {
+        assert!(std::time::Instant::now() < deadline, "no progress to kill");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let Some(run) = std::fs::read_dir(&root)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .next()
+        else {
+            continue;
+        };
+        let rows = read_metrics(&run.join("metrics.csv")).unwrap_or_default();
+        if rows.len() >= 20 {
+            break run;
+        }
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let checkpoint = load_checkpoint(&run.join("checkpoint.safetensors")).unwrap();
+    let saved: usize = checkpoint.metadata["iteration"].parse().unwrap();
+    let progress: serde_json::Value =
+        serde_json::from_str(&checkpoint.metadata["progress"]).unwrap();
+    let offset = progress["wall_offset_s"].as_f64().unwrap();
+    let before = read_metrics(&run.join("metrics.csv")).unwrap();
+    let at_save = before.iter().find(|r| r.iteration == saved).unwrap().wall_s;
+    assert!(
+        offset >= at_save && at_save > 0.0,
+        "checkpoint of iteration {saved}: wall_offset_s {offset}, wall_s {at_save} at that iteration"
+    );
+
+    let out = binary()
+        .arg("train")
+        .arg("--quiet")
+        .arg("--resume")
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows = read_metrics(&run.join("metrics.csv")).unwrap();
+    for pair in rows.windows(2) {
+        assert!(
+            pair[1].iteration == pair[0].iteration + 1 && pair[1].wall_s >= pair[0].wall_s,
+            "iteration {} at {} s, then iteration {} at {} s",
+            pair[0].iteration,
+            pair[0].wall_s,
+            pair[1].iteration,
+            pair[1].wall_s
+        );
+    }
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    let wall = summary["wall_s"].as_f64().unwrap();
+    assert!(
+        wall >= rows.last().unwrap().wall_s && wall > offset,
+        "summary wall_s {wall}"
+    );
+    let _ = std::fs::remove_dir_all(root);
+}

@@ -573,6 +573,13 @@ pub fn train(config: &PpoConfig, ctx: &GpuContext, options: &TrainOptions) -> Re
             ));
         }
         if config.checkpoint_every > 0 && iteration % config.checkpoint_every == 0 {
+            // The time spent so far survives the checkpoint: a run killed
+            // after it resumes with its clock where it was.
+            let progress = Progress {
+                wall_offset_s: progress.wall_offset_s + start.elapsed().as_secs_f64(),
+                eval_s: progress.eval_s + eval_s_here,
+                ..progress.clone()
+            };
             let snap = Snapshot {
                 config,
                 spec: &spec,
