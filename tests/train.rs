@@ -316,6 +316,15 @@ fn a_nan_stops_the_run_and_keeps_the_last_good_checkpoint() {
     let _ = std::fs::remove_dir_all(root);
 }
 
+/// `train --quiet --resume RUN`, run to its end.
+fn resume(run: &Path) -> std::process::Output {
+    binary()
+        .args(["train", "--quiet", "--resume"])
+        .arg(run)
+        .output()
+        .unwrap()
+}
+
 fn binary() -> Command {
     Command::new(env!("CARGO_BIN_EXE_ppo-wgpu"))
 }
@@ -600,6 +609,15 @@ fn the_readme_examples_run() {
         }
         let out = binary().args(&args).current_dir(&dir).output().unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
+        if args.iter().any(|a| a == "--resume") {
+            // The run resumed here has finished: resume says so.
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                stderr.contains("the run is finished"),
+                "{command:?}: {stderr}"
+            );
+            continue;
+        }
         assert!(
             out.status.success(),
             "{command:?} failed: {stdout}{}",
@@ -676,13 +694,7 @@ fn time_spent_survives_a_kill_and_resume() {
         "checkpoint of iteration {saved}: wall_offset_s {offset}, wall_s {at_save} at that iteration"
     );
 
-    let out = binary()
-        .arg("train")
-        .arg("--quiet")
-        .arg("--resume")
-        .arg(&run)
-        .output()
-        .unwrap();
+    let out = resume(&run);
     assert!(
         out.status.success(),
         "{}",
@@ -706,5 +718,26 @@ fn time_spent_survives_a_kill_and_resume() {
         wall >= rows.last().unwrap().wall_s && wall > offset,
         "summary wall_s {wall}"
     );
+
+    // Resuming the finished run says so and changes nothing (it once
+    // rewrote summary.json with sps 0 and exited 0).
+    let files = ["summary.json", "metrics.csv", "checkpoint.safetensors"];
+    let before: Vec<Vec<u8>> = files
+        .iter()
+        .map(|f| std::fs::read(run.join(f)).unwrap())
+        .collect();
+    let out = resume(&run);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("finished"),
+        "{stderr}"
+    );
+    for (file, bytes) in files.iter().zip(before) {
+        assert_eq!(
+            std::fs::read(run.join(file)).unwrap(),
+            bytes,
+            "{file} changed"
+        );
+    }
     let _ = std::fs::remove_dir_all(root);
 }

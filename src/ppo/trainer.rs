@@ -335,6 +335,18 @@ pub fn train(config: &PpoConfig, ctx: &GpuContext, options: &TrainOptions) -> Re
                 });
             }
             let iteration: usize = json_metadata(&checkpoint, "iteration", &path)?;
+            if iteration >= sizes.num_iterations {
+                // Nothing to redo: leave the run's files as they are.
+                return Err(Error::config(
+                    "--resume",
+                    dir.display(),
+                    format!(
+                        "the run is finished (iteration {iteration} of {}): nothing to resume; its results are in {}",
+                        sizes.num_iterations,
+                        run.summary_path().display()
+                    ),
+                ));
+            }
             let global_step: u64 = json_metadata(&checkpoint, "global_step", &path)?;
             match &mut envs {
                 Envs::Host { env, obs, .. } => {
