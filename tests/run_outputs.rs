@@ -300,6 +300,34 @@ fn rewrite(
     std::fs::write(to, safetensors::serialize(views, Some(meta)).unwrap()).unwrap();
 }
 
+/// A NaN or infinity in a stored tensor is refused on load, naming the
+/// tensor (a NaN actor once evaluated to a garbage mean return with exit 0).
+#[test]
+fn non_finite_checkpoints_are_refused_naming_the_tensor() {
+    let dir = TempDir::new();
+    let good = dir.path().join("good.safetensors");
+    save_checkpoint(&good, &checkpoint(1, true)).unwrap();
+    for (name, value) in [
+        ("actor.0.weight", f32::NAN),
+        ("critic.4.bias", f32::INFINITY),
+        ("optim.v.actor.2.weight", f32::NEG_INFINITY),
+    ] {
+        let mut bytes = std::fs::read(&good).unwrap();
+        let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + header_len]).unwrap();
+        let offset = header[name]["data_offsets"][0].as_u64().unwrap() as usize;
+        let at = 8 + header_len + offset;
+        bytes[at..at + 4].copy_from_slice(&value.to_le_bytes());
+        let bad = dir.path().join("bad.safetensors");
+        std::fs::write(&bad, bytes).unwrap();
+        let message = load_checkpoint(&bad).unwrap_err().to_string();
+        assert!(
+            message.contains(name) && message.contains("element 0") && message.contains("finite"),
+            "{message}"
+        );
+    }
+}
+
 #[test]
 fn checkpoint_shape_and_name_mismatches_are_named() {
     let dir = TempDir::new();

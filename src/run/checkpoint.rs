@@ -389,11 +389,18 @@ pub fn load_checkpoint(path: &Path) -> Result<Checkpoint> {
             ] {
                 let full = format!("{prefix}{name}");
                 let view = tensor(&file, &full, Dtype::F32, &shape).map_err(&format_error)?;
+                let start = values.len();
                 values.extend(
                     view.data()
                         .chunks_exact(4)
                         .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
                 );
+                if let Some(i) = values[start..].iter().position(|v| !v.is_finite()) {
+                    return Err(format_error(format!(
+                        "tensor {full} holds {} at element {i}: a checkpoint's values must be finite",
+                        values[start + i]
+                    )));
+                }
                 seen.insert(full);
             }
         }
