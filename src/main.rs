@@ -443,16 +443,12 @@ fn bench(args: &BenchArgs) -> ppo_wgpu::Result<()> {
         }
     };
     // One setting serves every row: one thread only where each row takes it.
-    let threads = match choice {
-        SoftwareThreads::Auto => threads::apply_decision(
-            configs
-                .iter()
-                .all(|(_, c)| threads::single_thread_wins(&c.thread_workload())),
-            true,
-        ),
-        SoftwareThreads::Driver => threads::apply_decision(false, false),
-        SoftwareThreads::Single => threads::apply_decision(true, false),
-    };
+    let threads = threads::apply_with(
+        choice,
+        configs
+            .iter()
+            .all(|(_, c)| threads::single_thread_wins(&c.thread_workload())),
+    );
     let open_start = std::time::Instant::now();
     let ctx = GpuContext::new(&args.adapter.options())?;
     let startup_s = open_start.elapsed().as_secs_f64();

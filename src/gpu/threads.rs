@@ -106,16 +106,22 @@ impl ThreadsApplied {
 /// before the program starts other threads: the driver reads the variable
 /// only when it loads, and the environment is process-wide.
 pub fn apply(choice: SoftwareThreads, work: &ThreadWorkload) -> ThreadsApplied {
+    apply_with(choice, single_thread_wins(work))
+}
+
+/// [`apply`] where `auto_single` is what `auto` decides (a bench running
+/// several workloads on one driver decides for all of them at once).
+pub fn apply_with(choice: SoftwareThreads, auto_single: bool) -> ThreadsApplied {
     match choice {
-        SoftwareThreads::Auto => apply_decision(single_thread_wins(work), true),
+        SoftwareThreads::Auto => apply_decision(auto_single, true),
         SoftwareThreads::Driver => apply_decision(false, false),
         SoftwareThreads::Single => apply_decision(true, false),
     }
 }
 
-/// [`apply`] with the choice made: one thread where `single`; `auto` says
-/// whether the rule (rather than the user) decided.
-pub fn apply_decision(single: bool, auto: bool) -> ThreadsApplied {
+/// One thread where `single`; `auto` says whether the rule (rather than
+/// the user) decided.
+fn apply_decision(single: bool, auto: bool) -> ThreadsApplied {
     if let Some(value) = std::env::var_os(LP_NUM_THREADS) {
         return ThreadsApplied::Environment(value.to_string_lossy().into_owned());
     }

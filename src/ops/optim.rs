@@ -76,6 +76,29 @@ pub struct OptimBuffers<'a> {
     pub adam_v: &'a GpuBuffer<f32>,
 }
 
+impl OptimBuffers<'_> {
+    /// Errors naming `op` unless every buffer holds `num_agents` agents of
+    /// `params_per_agent` parameters.
+    fn check(&self, op: &str, num_agents: usize, params_per_agent: usize) -> Result<()> {
+        let total = num_agents * params_per_agent;
+        for buffer in [self.grads, self.params, self.adam_m, self.adam_v] {
+            buffer.expect_len(op, total)?;
+        }
+        self.agent_state.expect_len(op, num_agents)
+    }
+
+    /// Bindings 1-5 of optim.wgsl: grads, agent_state, params, adam_m, adam_v.
+    fn bindings(&self) -> [wgpu::BindingResource<'_>; 5] {
+        [
+            self.grads.binding(),
+            self.agent_state.binding(),
+            self.params.binding(),
+            self.adam_m.binding(),
+            self.adam_v.binding(),
+        ]
+    }
+}
+
 /// Clip then Adam: two dispatches, built once.
 #[derive(Debug)]
 pub struct ClipAdam {
@@ -93,12 +116,8 @@ impl ClipAdam {
         buffers: &OptimBuffers<'_>,
     ) -> Result<Self> {
         const OP: &str = "clip_adam";
+        buffers.check(OP, num_agents, params_per_agent)?;
         let total = num_agents * params_per_agent;
-        buffers.grads.expect_len(OP, total)?;
-        buffers.params.expect_len(OP, total)?;
-        buffers.adam_m.expect_len(OP, total)?;
-        buffers.adam_v.expect_len(OP, total)?;
-        buffers.agent_state.expect_len(OP, num_agents)?;
         let dims = OptimDims::new(OP, num_agents, params_per_agent, max_grad_norm, eps)?;
         let grad_norm = Dispatch::with_uniform(
             ctx,
@@ -107,19 +126,8 @@ impl ClipAdam {
             &[buffers.grads.binding(), buffers.agent_state.binding()],
             num_agents as u64,
         )?;
-        let adam = Dispatch::with_uniform(
-            ctx,
-            Kernel::Adam,
-            &dims,
-            &[
-                buffers.grads.binding(),
-                buffers.agent_state.binding(),
-                buffers.params.binding(),
-                buffers.adam_m.binding(),
-                buffers.adam_v.binding(),
-            ],
-            total as u64,
-        )?;
+        let adam =
+            Dispatch::with_uniform(ctx, Kernel::Adam, &dims, &buffers.bindings(), total as u64)?;
         Ok(ClipAdam { grad_norm, adam })
     }
 
@@ -147,12 +155,7 @@ pub fn optimizer_step(
     stats: &RowStatsBuffers<'_>,
 ) -> Result<Dispatch> {
     const OP: &str = "optimizer_step";
-    let total = num_agents * params_per_agent;
-    buffers.grads.expect_len(OP, total)?;
-    buffers.params.expect_len(OP, total)?;
-    buffers.adam_m.expect_len(OP, total)?;
-    buffers.adam_v.expect_len(OP, total)?;
-    buffers.agent_state.expect_len(OP, num_agents)?;
+    buffers.check(OP, num_agents, params_per_agent)?;
     stats.check(OP, num_agents, minibatch_size, history_index)?;
     let dims = OptimDims {
         rows_per_agent: fits_u32(OP, "minibatch_size", minibatch_size)?,
@@ -166,14 +169,10 @@ pub fn optimizer_step(
         Kernel::OptimizerStep,
         &dims,
         &[
-            buffers.grads.binding(),
-            buffers.agent_state.binding(),
-            buffers.params.binding(),
-            buffers.adam_m.binding(),
-            buffers.adam_v.binding(),
-            stats.row_stats.binding(),
-            stats.history.binding(),
-        ],
+            buffers.bindings().as_slice(),
+            &[stats.row_stats.binding(), stats.history.binding()],
+        ]
+        .concat(),
         num_agents as u64,
     )
 }
