@@ -10,8 +10,12 @@
 //!   (4×4 register blocks, storage weights, with its bias and identity
 //!   activation), and 8 rows × 8 outputs per invocation with Wᵀ as vec4
 //!   from storage and from a uniform block, and 2 rows × 8 outputs (more
-//!   invocations for small R) from a uniform block. Each variant is checked against
-//!   an f64 CPU reference before it is timed;
+//!   invocations for small R) from a uniform block; and rows as lanes (the
+//!   fused update's `row_pass = rows` layout): 2 or 4 whole rows per
+//!   invocation in private arrays, workgroups of 8, a loop over the outputs
+//!   reading W [64][64] from a uniform block at an address the same in
+//!   every lane. Each variant is checked against an f64 CPU reference
+//!   before it is timed;
 //! - what that means for CleanRL's update (64-64 tanh, 512 rows × 4
 //!   epochs): its floating-point work and the least time it takes at the
 //!   best GEMM rate measured at its minibatch size (128 rows).
@@ -211,6 +215,51 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
 }";
 
+/// Y[R][64] = X[R][64] · Wᵀ with rows as lanes: one invocation per RB rows,
+/// each row's inputs in a private array, a loop over the outputs whose index
+/// is the same in every lane, so W (natural [64][64] layout, vec4) is read
+/// from a uniform block at a lane-uniform address.
+const ROWS_WGSL: &str = "
+struct P { rows: u32, a: u32, b: u32, c: u32 }
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
+@group(0) @binding(2) var<uniform> w: array<vec4<f32>, 1024>;
+@group(0) @binding(3) var<storage, read_write> y: array<f32>;
+@compute @workgroup_size(WG)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let r0 = gid.x * RBu;
+    if (r0 >= p.rows) {
+        return;
+    }
+    var xr: array<array<vec4<f32>, 16>, RB>;
+    for (var r = 0u; r < RBu; r++) {
+        let src = min(r0 + r, p.rows - 1u) * 16u;
+        for (var k = 0u; k < 16u; k++) {
+            xr[r][k] = x[src + k];
+        }
+    }
+    var yr: array<array<f32, 64>, RB>;
+    for (var o = 0u; o < 64u + p.a; o++) {
+        var acc: array<vec4<f32>, RB>;
+        for (var k = 0u; k < 16u; k++) {
+            let wk = w[o * 16u + k];
+            for (var r = 0u; r < RBu; r++) {
+                acc[r] = fma(xr[r][k], wk, acc[r]);
+            }
+        }
+        for (var r = 0u; r < RBu; r++) {
+            yr[r][o] = acc[r].x + acc[r].y + acc[r].z + acc[r].w;
+        }
+    }
+    for (var r = 0u; r < RBu; r++) {
+        if (r0 + r < p.rows) {
+            for (var o = 0u; o < 64u; o++) {
+                y[(r0 + r) * 64u + o] = yr[r][o];
+            }
+        }
+    }
+}";
+
 const GEMM_ROWS: [usize; 4] = [128, 512, 4096, 65536];
 const REPEAT: usize = 20;
 
@@ -333,11 +382,26 @@ fn main() {
                 usage: wgpu::BufferUsages::UNIFORM,
             })
     };
+    let w_uniform = {
+        use wgpu::util::DeviceExt;
+        ctx.device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some("w uniform"),
+                contents: bytemuck::cast_slice(&w),
+                usage: wgpu::BufferUsages::UNIFORM,
+            })
+    };
     let uniform_fits = ctx.limits.max_uniform_buffer_binding_size >= 64 * 64 * 4;
     println!("\nY[R][64] = X[R][64]·Wᵀ, GFLOP/s per dispatch ({REPEAT} in one submission):");
     println!(
-        "{:>8} {:>20} {:>20} {:>20} {:>20}",
-        "rows", "linear_forward 4×4", "8×8, storage W", "8×8, uniform W", "2×8, uniform W"
+        "{:>8} {:>16} {:>16} {:>16} {:>16} {:>16} {:>16}",
+        "rows",
+        "linear_fwd 4×4",
+        "8×8 storage W",
+        "8×8 uniform W",
+        "2×8 uniform W",
+        "2 rows/lane",
+        "4 rows/lane"
     );
     let mut best_at_128 = 0.0f64;
     for rows in GEMM_ROWS {
@@ -369,12 +433,9 @@ fn main() {
         figures.push(Some(flops / t / 1e9));
 
         let rows_uniform = uniform(&ctx, &[rows as u32]);
+        // (name, source, W's binding, from a uniform block, workgroups).
+        let mut variants = Vec::new();
         for (block_rows, from_uniform) in [(8, false), (8, true), (2, true)] {
-            let groups = (rows.div_ceil(block_rows) * 8).div_ceil(64) as u32;
-            if from_uniform && !uniform_fits {
-                figures.push(None);
-                continue;
-            }
             let (decl, resource) = if from_uniform {
                 (
                     "@group(0) @binding(2) var<uniform> wt: array<vec4<f32>, 1024>;",
@@ -389,9 +450,26 @@ fn main() {
             let source = BLOCK_WGSL
                 .replace("WT_DECL", decl)
                 .replace("RB", &block_rows.to_string());
+            let groups = (rows.div_ceil(block_rows) * 8).div_ceil(64) as u32;
+            let name = format!("{block_rows}x8 block R={rows} uniform={from_uniform}");
+            variants.push((name, source, resource, from_uniform, groups));
+        }
+        for block_rows in [2, 4] {
+            let source = ROWS_WGSL
+                .replace("RB", &block_rows.to_string())
+                .replace("WG", "8");
+            let groups = rows.div_ceil(block_rows).div_ceil(8) as u32;
+            let name = format!("{block_rows} rows per lane R={rows}");
+            variants.push((name, source, w_uniform.as_entire_binding(), true, groups));
+        }
+        for (name, source, resource, from_uniform, groups) in variants {
+            if from_uniform && !uniform_fits {
+                figures.push(None);
+                continue;
+            }
             let kernel = Raw::new(
                 &ctx,
-                "gemm 8x8",
+                &name,
                 &source,
                 &[
                     (rows_uniform.as_entire_binding(), true, true),
@@ -403,24 +481,13 @@ fn main() {
             );
             y.poison(&ctx).expect("poison");
             kernel.run(&ctx, 1);
-            check_gemm(
-                &format!("{block_rows}x8 block R={rows} uniform={from_uniform}"),
-                &x,
-                &w,
-                None,
-                &y.read(&ctx).expect("read"),
-            );
+            check_gemm(&name, &x, &w, None, &y.read(&ctx).expect("read"));
             let t = median_seconds(7, || kernel.run(&ctx, REPEAT)) / REPEAT as f64;
             figures.push(Some(flops / t / 1e9));
         }
         let cell = |f: &Option<f64>| f.map_or("-".to_string(), |g| format!("{g:.1}"));
-        println!(
-            "{rows:>8} {:>20} {:>20} {:>20} {:>20}",
-            cell(&figures[0]),
-            cell(&figures[1]),
-            cell(&figures[2]),
-            cell(&figures[3])
-        );
+        let cells: Vec<String> = figures.iter().map(|f| format!("{:>16}", cell(f))).collect();
+        println!("{rows:>8} {}", cells.join(" "));
         if rows == 128 {
             best_at_128 = figures.iter().flatten().fold(0.0, |a, &b| a.max(b));
         }

@@ -1,26 +1,29 @@
 // update_rows: the fused update's row pass, the first of its dispatches per
 // minibatch (template; ppo::fused_update composes it with the generated
-// constants LANES_WG, LANES_E, NUM_ACTIONS, POLICY_OBS, STRIDE, DZ_ACTOR,
-// DZ_CRITIC, the workgroup arrays xs, heads, dheads and every layer's
-// activations and deltas, and the generated functions pw, lanes_load,
-// lanes_forward and lanes_backward).
+// constants LANES_E, NUM_ACTIONS, POLICY_OBS, STRIDE, DZ_ACTOR, DZ_CRITIC,
+// the arrays heads and dheads, the function pw and the entry point
+// update_rows of one of two layouts).
 //
-// One workgroup of LANES_WG invocations runs LANES_E minibatch rows of one
-// agent (the lanes layout of rollout_lanes.wgsl: every lane owns hidden
-// units lane + k * LANES_WG of every layer of both networks, activations in
-// workgroup memory, a barrier between layers):
+// Lanes (ppo::fused_update): one workgroup of LANES_WG invocations runs
+// LANES_E minibatch rows of one agent (the layout of rollout_lanes.wgsl:
+// every lane owns hidden units lane + k * LANES_WG of every layer of both
+// networks, activations in workgroup memory, a barrier between layers):
 //   lanes_load: the rows' observations (through the permutation) into xs;
 //   lanes_forward: actor and critic forward, logits and value into heads;
-//   row_loss (lane e < LANES_E, row e): ppo_loss.wgsl's loss and statistics,
-//     the output gradients into dheads;
+//   row_loss (lane e < LANES_E, row e): the loss below, the output
+//     gradients into dheads;
 //   lanes_backward: every hidden layer's delta dz = (Σ_o dz_next[o] ·
 //     W_next[o][i]) · (1 - y²), top layer first.
+// Rows (ppo::row_pass): one invocation runs LANES_E rows alone, every
+// layer's activations and deltas in its private arrays, a loop over each
+// layer's outputs whose index is the same in every invocation (so a
+// uniform-block weight is one load for all lanes), no barriers.
 // Each phase also writes what it computes for the live rows (observations,
 // activations, deltas) into scratch [P * M][STRIDE] for update_grads.
 // Sums keep the layered kernels' order (forward: bias, then inputs
 // ascending; backward: outputs ascending), so the deltas equal the layered
-// path's to float rounding. Lanes of rows past M compute on a clamped row
-// and write nothing.
+// path's to float rounding. Rows past M are computed on a clamped row and
+// write nothing.
 //
 // The minibatch is read from the rollout through the permutation (the
 // layered path's gather) and its advantages normalized as they are read
@@ -32,8 +35,8 @@
 //   (read), 4 scratch [P * M][stride] (write), 5 row_stats
 //   [P * M][ROW_STATS] (write), 6 perm [epochs][P][B] (read), 7 adv_stats
 //   [epochs * minibatches][P][2] (read).
-// Dispatch: total_groups = P * ceil(M / LANES_E) workgroups, folded into
-//   (x, y) when large.
+// Dispatch: total_groups = P * ceil(M / LANES_E) workgroups (lanes) or
+//   invocations (rows), folded into (x, y) when large.
 // CPU reference: the layered update it replaces (linear_forward, ppo_loss,
 //   linear_backward) and the f64 reference update (tests/update.rs).
 
@@ -136,34 +139,4 @@ fn row_loss(e: u32, agent: u32, m: u32) {
     row_stats[st + 3u] = -terms.logratio;
     row_stats[st + 4u] = (terms.ratio - 1.0) - terms.logratio;
     row_stats[st + 5u] = terms.clipped;
-}
-
-@compute @workgroup_size(LANES_WG)
-fn update_rows(@builtin(local_invocation_index) lid: u32,
-               @builtin(workgroup_id) wid: vec3<u32>,
-               @builtin(num_workgroups) groups: vec3<u32>) {
-    let g = wid.x + wid.y * groups.x;
-    if (g >= dims.total_groups) {
-        return;
-    }
-    let agent = g / dims.blocks_per_agent;
-    // The block's first row of the agent's minibatch, and its rows' start.
-    let m0 = (g % dims.blocks_per_agent) * LANES_E;
-    let first = agent * dims.minibatch_size;
-    let base = agent * dims.param_stride;
-    lanes_load(lid, agent, first, m0);
-    workgroupBarrier();
-    lanes_forward(lid, base, first, m0);
-    if (lid < LANES_E) {
-        let m = m0 + lid;
-        if (m < dims.minibatch_size) {
-            row_loss(lid, agent, m);
-        } else {
-            for (var k = 0u; k <= NUM_ACTIONS; k++) {
-                dheads[lid * (NUM_ACTIONS + 1u) + k] = 0.0;
-            }
-        }
-    }
-    workgroupBarrier();
-    lanes_backward(lid, base, first, m0);
 }

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 pub use crate::gpu::threads::SoftwareThreads;
 pub use crate::ppo::fused::RolloutPath;
-pub use crate::ppo::fused_update::UpdatePath;
+pub use crate::ppo::fused_update::{RowPass, UpdatePath};
 
 /// Most rollout rows (`num_agents × num_envs × num_steps`) a run may ask
 /// for: 2^28 rows of a 4-float observation already need 4 GiB of buffers, so
@@ -49,7 +49,7 @@ pub const PRESET_NAMES: [&str; 5] = ["default", "cleanrl", "seed", "linear", "me
 
 /// Every key a TOML file or `--set` may name, in struct order. A test keeps
 /// it equal to the fields serde sees.
-pub const FIELD_NAMES: [&str; 30] = [
+pub const FIELD_NAMES: [&str; 31] = [
     "env_id",
     "exp_name",
     "seed",
@@ -79,6 +79,7 @@ pub const FIELD_NAMES: [&str; 30] = [
     "env_device",
     "rollout",
     "update",
+    "row_pass",
     "software_threads",
 ];
 
@@ -179,6 +180,13 @@ pub struct PpoConfig {
     /// hidden layers for one agent; layered elsewhere, where it measured as
     /// fast; `train` prints which).
     pub update: UpdatePath,
+    /// How the fused update's row pass (networks with hidden layers) spreads
+    /// a minibatch: "auto" (by rows for one agent, whose weights the pass
+    /// reads from a uniform block; by lanes for populations), "rows" (an
+    /// invocation per 2 rows, alone: CleanRL's update 1.5× faster on
+    /// llvmpipe) or "lanes" (a workgroup of 16 lanes per 2 rows, each lane
+    /// some units of every layer).
+    pub row_pass: RowPass,
     /// Threads of a CPU software adapter (llvmpipe, lavapipe): "auto" (one
     /// thread where that measured faster: the linear network with one
     /// agent, or with host envs and at most 64 envs in all; `train` says
@@ -232,6 +240,7 @@ impl Default for PpoConfig {
             env_device: EnvDevice::Cpu,
             rollout: RolloutPath::Auto,
             update: UpdatePath::Auto,
+            row_pass: RowPass::Auto,
             software_threads: SoftwareThreads::Auto,
         }
     }

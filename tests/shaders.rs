@@ -11,6 +11,7 @@ use ppo_wgpu::gpu::kernels::LIBRARY_SHADERS;
 use ppo_wgpu::gpu::{Kernel, ALL_SHADERS};
 use ppo_wgpu::ppo::fused::{fused_rollout_source, lanes_rollout_source};
 use ppo_wgpu::ppo::fused_update::update_rows_source;
+use ppo_wgpu::ppo::row_pass::row_pass_source;
 use ppo_wgpu::ppo::ActorCriticSpec;
 
 fn translate_all(name: &str, source: &str) -> Vec<String> {
@@ -210,6 +211,12 @@ fn generated_fused_updates_translate_to_every_backend() {
             }
             let name = format!(
                 "update_rows for hidden {hidden:?}, {rows} rows per workgroup, uniform weights {uniform}"
+            );
+            assert_eq!(translate_all(&name, &source), ["update_rows"], "{name}");
+            assert!(source.starts_with("// "), "{name}: header comment");
+            let source = row_pass_source(&spec, rows, uniform);
+            let name = format!(
+                "update_rows (rows layout) for hidden {hidden:?}, {rows} rows per invocation, uniform weights {uniform}"
             );
             assert_eq!(translate_all(&name, &source), ["update_rows"], "{name}");
             assert!(source.starts_with("// "), "{name}: header comment");

@@ -12,6 +12,7 @@ use ppo_wgpu::ops::gae::{GaeVariant, TERMINATED, TRUNCATED};
 use ppo_wgpu::ops::ppo_loss::stat;
 use ppo_wgpu::ops::{record, RECORD};
 use ppo_wgpu::ppo::fused_update::fused_update_support;
+use ppo_wgpu::ppo::fused_update::RowPass;
 use ppo_wgpu::ppo::reference::{reference_update, ReferenceInputs};
 use ppo_wgpu::ppo::{permutations, ActorCriticSpec, PpoGpu, UpdatePath, UpdateSettings};
 use rand::{Rng, SeedableRng};
@@ -413,8 +414,21 @@ fn prepared(
     seed: u64,
     path: UpdatePath,
 ) -> (PpoGpu, Vec<f32>, Vec<u32>) {
+    prepared_with(ctx, spec, settings, seed, path, RowPass::Auto)
+}
+
+/// [`prepared`] with the fused row pass's layout.
+fn prepared_with(
+    ctx: &GpuContext,
+    spec: &ActorCriticSpec,
+    settings: &UpdateSettings,
+    seed: u64,
+    path: UpdatePath,
+    row_pass: RowPass,
+) -> (PpoGpu, Vec<f32>, Vec<u32>) {
     let mut gpu = PpoGpu::new(ctx, spec, settings).unwrap();
     gpu.set_update_path(path);
+    gpu.set_row_pass(row_pass);
     let p_count = settings.num_agents;
     gpu.set_params(
         ctx,
@@ -471,6 +485,63 @@ fn fused_step_equals_the_layered_kernels_at_odd_sizes() {
         1e-6,
         1e-4,
     );
+}
+
+/// Both layouts of the fused row pass against the layered kernels at odd
+/// sizes: one agent (weights from a uniform block, rows starting at every
+/// offset modulo 4, layers of widths that are and are not multiples of 4,
+/// one wider than the backward's chunks) and three agents (weights from
+/// storage), 39 rows per minibatch (a partial block of rows and a partial
+/// workgroup). The gradients of one minibatch, then the parameters after
+/// two epochs.
+#[test]
+fn row_pass_layouts_equal_the_layered_kernels_at_odd_sizes() {
+    let _serial = serial();
+    let Some(ctx) = ctx() else { return };
+    let spec = ActorCriticSpec::new(4, 3, &[20, 37, 5]).unwrap();
+    for agents in [1, 3] {
+        let s = UpdateSettings {
+            num_minibatches: 1,
+            update_epochs: 2,
+            ..settings(agents, 13, 3)
+        };
+        let run = |path: UpdatePath, row_pass: RowPass| {
+            let (mut gpu, next_obs, perm) = prepared_with(ctx, &spec, &s, 73, path, row_pass);
+            gpu.gradient(ctx, Some(&next_obs), &perm).unwrap();
+            let grads = gpu.grads().read(ctx).unwrap();
+            let name = gpu.update_name(ctx);
+            let (mut gpu, next_obs, perm) = prepared_with(ctx, &spec, &s, 73, path, row_pass);
+            gpu.update(ctx, Some(&next_obs), &perm).unwrap();
+            (grads, gpu.read_params(ctx).unwrap(), name)
+        };
+        let (grads, params, name) = run(UpdatePath::Layered, RowPass::Auto);
+        assert_eq!(name, "layered");
+        let layered = to_f64(&grads);
+        let scale = layered.iter().fold(0.0f64, |m, g| m.max(g.abs()));
+        assert!(scale > 1e-4, "the gradients must not vanish: {scale:e}");
+        for (row_pass, want) in [
+            (RowPass::Rows, "fused, rows"),
+            (RowPass::Lanes, "fused, lanes"),
+        ] {
+            let (fused_grads, fused_params, name) = run(UpdatePath::Fused, row_pass);
+            assert_eq!(name, want, "{agents} agents");
+            let what = format!("{want} vs layered, {agents} agents");
+            assert_close(
+                &format!("{what}: gradients"),
+                &layered,
+                &fused_grads,
+                1e-5 * scale,
+                1e-4,
+            );
+            assert_close(
+                &format!("{what}: params after 2 epochs"),
+                &to_f64(&params),
+                &fused_params,
+                1e-6,
+                1e-4,
+            );
+        }
+    }
 }
 
 /// CleanRL's CartPole sizes (64-64, 4 envs × 128 steps, 128-row minibatches)

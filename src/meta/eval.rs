@@ -201,6 +201,7 @@ pub fn adaptation_eval(
     })?;
     let mut gpu = PpoGpu::new(ctx, &spec, &update_settings(&config))?;
     gpu.set_update_path(config.update);
+    gpu.set_row_pass(config.row_pass);
     gpu.uses_fused_update(ctx)?;
     let tasks = sample_tasks(meta, meta.eval_seed, e_count);
     let k_max = *meta.adapt_steps.last().unwrap_or(&0);

@@ -261,6 +261,7 @@ pub fn meta_train(
     let cartpole_steps = max_steps(ppo)?;
     let mut gpu = PpoGpu::new(ctx, &spec, &update_settings(&inner))?;
     gpu.set_update_path(ppo.update);
+    gpu.set_row_pass(ppo.row_pass);
     gpu.uses_fused_update(ctx)?;
     if meta.method == MetaMethod::Cavia {
         gpu.enable_context(ctx, meta.context_dim, meta.context_lr, meta.context_bound)?;
@@ -275,6 +276,7 @@ pub fn meta_train(
         let mt = multitask_config(ppo, meta)?;
         let mut mt_gpu = PpoGpu::new(ctx, &spec, &update_settings(&mt))?;
         mt_gpu.set_update_path(ppo.update);
+        mt_gpu.set_row_pass(ppo.row_pass);
         mt_gpu.uses_fused_update(ctx)?;
         Some((mt_gpu, mt))
     } else {

@@ -43,6 +43,7 @@ use crate::ops::stats::{self, AdvMomentsBuffers};
 
 use super::fused::CPU_LOOP_BUDGET;
 use super::fused::{emit_lanes_heads, emit_lanes_layer, layout_entry, LANES_WG, MAX_FUSED_HIDDEN};
+use super::row_pass::{row_pass_iterations, row_pass_source, ROW_PASS_ROWS, ROW_PASS_WG};
 use super::{ActorCriticSpec, UpdateSettings};
 
 /// Which minibatch step the update runs (config key `update`).
@@ -65,6 +66,51 @@ pub enum UpdatePath {
     Fused,
     /// A dispatch per layer and pass.
     Layered,
+}
+
+/// How the fused row step's row pass spreads a minibatch (config key
+/// `row_pass`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RowPass {
+    /// `rows` where the row pass reads the weights from a uniform block
+    /// (one agent, [`update_uniform_weights`]), else `lanes`. Side by side
+    /// (`ppo-wgpu bench --presets cleanrl --agents 1 --env-devices gpu`,
+    /// Mesa 25 llvmpipe GL, 2 cores): CleanRL's update 14-15 ms in rows
+    /// against 22-23 ms in lanes; the first compile (no shader cache)
+    /// ~1.5 s longer.
+    #[default]
+    Auto,
+    /// A workgroup of [`LANES_WG`] lanes per [`UPDATE_LANES_ROWS`] rows,
+    /// every lane owning some units of every layer.
+    Lanes,
+    /// An invocation per [`ROW_PASS_ROWS`] rows, alone
+    /// ([`super::row_pass`]).
+    Rows,
+}
+
+/// Whether the row pass takes the rows layout for `choice`; an error naming
+/// `row_pass` where `rows` was asked for and cannot run `spec`.
+pub fn row_pass_by_rows(
+    ctx: &GpuContext,
+    spec: &ActorCriticSpec,
+    num_agents: usize,
+    choice: RowPass,
+) -> Result<bool> {
+    let iterations = row_pass_iterations(spec);
+    let fits = !ctx.adapter.is_software || iterations <= MAX_FUSED_MINIBATCH;
+    match choice {
+        RowPass::Lanes => Ok(false),
+        RowPass::Auto => Ok(fits && update_uniform_weights(ctx, spec, num_agents)),
+        RowPass::Rows if fits => Ok(true),
+        RowPass::Rows => Err(Error::config(
+            "row_pass",
+            "rows",
+            format!(
+                "one invocation would take {iterations} loop iterations, over llvmpipe's cap of {MAX_FUSED_MINIBATCH}; use row_pass = \"lanes\""
+            ),
+        )),
+    }
 }
 
 /// Minibatch rows per workgroup where they fit workgroup memory. On Mesa
@@ -300,16 +346,67 @@ pub fn update_uniform_weights(ctx: &GpuContext, spec: &ActorCriticSpec, num_agen
     num_agents == 1 && bytes <= ctx.limits.max_uniform_buffer_binding_size
 }
 
-/// `update_rows`' WGSL for `spec` with `envs` minibatch rows per workgroup,
-/// the weights read from storage or (`uniform_weights`) a uniform block.
-pub fn update_rows_source(spec: &ActorCriticSpec, envs: usize, uniform_weights: bool) -> String {
-    let d = spec.obs_dim;
-    let actions = spec.num_actions;
+/// One hidden layer's delta in either layout's backward: the layer above
+/// (`next`), its delta `dnext` (rows `stride` apart from `offset`), the
+/// layer's activations `act`, where its delta goes (`dout`, None for the
+/// first layer, whose delta only update_grads reads) and its scratch
+/// offset.
+pub(crate) struct DeltaJob {
+    pub layer: usize,
+    pub critic: bool,
+    pub next: LayerLayout,
+    pub dnext: String,
+    pub stride: usize,
+    pub offset: usize,
+    pub act: String,
+    pub dout: Option<String>,
+    pub scratch: usize,
+}
+
+/// Every hidden layer's delta, top layer first, actor then critic.
+pub(crate) fn delta_jobs(spec: &ActorCriticSpec) -> Vec<DeltaJob> {
+    let (hidden, actions) = (spec.hidden.len(), spec.num_actions);
+    let scratch = ScratchLayout::new(spec);
+    let actor = spec.actor().layers(0);
+    let critic = spec.critic().layers(spec.critic_base());
+    let mut jobs = Vec::new();
+    for l in (0..hidden).rev() {
+        for (n, net, layers, offset) in [(0, "a", &actor, 0), (1, "c", &critic, actions)] {
+            let (dnext, stride, offset) = if l + 1 == hidden {
+                ("dheads".to_string(), actions + 1, offset)
+            } else {
+                (format!("d_{net}{}", l + 1), spec.hidden[l + 1], 0)
+            };
+            jobs.push(DeltaJob {
+                layer: l,
+                critic: n == 1,
+                next: layers[l + 1],
+                dnext,
+                stride,
+                offset,
+                act: format!("act_{net}{l}"),
+                dout: (l > 0).then(|| format!("d_{net}{l}")),
+                scratch: scratch.dz[n][l],
+            });
+        }
+    }
+    jobs
+}
+
+/// The start of either layout's generated `update_rows` (after a header
+/// naming `generator`): the weights' binding and `pw`, the network's
+/// constants, the layout's lanes per workgroup `wg` (its name and value)
+/// and `rows` as LANES_E.
+pub(crate) fn row_pass_preamble(
+    spec: &ActorCriticSpec,
+    generator: &str,
+    wg: (&str, usize),
+    rows: usize,
+    uniform_weights: bool,
+) -> String {
     let scratch = ScratchLayout::new(spec);
     let hidden = spec.hidden.len();
-    let mut g = String::from(
-        "// generated by ppo::fused_update for this network's sizes and rows per workgroup.\n",
-    );
+    let mut g = format!("// generated by {generator}.\n");
     if uniform_weights {
         let _ = writeln!(
             g,
@@ -326,10 +423,33 @@ pub fn update_rows_source(spec: &ActorCriticSpec, envs: usize, uniform_weights: 
     }
     let _ = writeln!(
         g,
-        "const NUM_ACTIONS: u32 = {actions}u;\nconst POLICY_OBS: u32 = {d}u;\n\
-         const LANES_WG: u32 = {LANES_WG}u;\nconst LANES_E: u32 = {envs}u;\n\
+        "const NUM_ACTIONS: u32 = {}u;\nconst POLICY_OBS: u32 = {}u;\n\
+         const {}: u32 = {}u;\nconst LANES_E: u32 = {rows}u;\n\
          const STRIDE: u32 = {}u;\nconst DZ_ACTOR: u32 = {}u;\nconst DZ_CRITIC: u32 = {}u;",
-        scratch.stride, scratch.dz[0][hidden], scratch.dz[1][hidden]
+        spec.num_actions,
+        spec.obs_dim,
+        wg.0,
+        wg.1,
+        scratch.stride,
+        scratch.dz[0][hidden],
+        scratch.dz[1][hidden]
+    );
+    g
+}
+
+/// `update_rows`' WGSL for `spec` with `envs` minibatch rows per workgroup,
+/// the weights read from storage or (`uniform_weights`) a uniform block.
+pub fn update_rows_source(spec: &ActorCriticSpec, envs: usize, uniform_weights: bool) -> String {
+    let d = spec.obs_dim;
+    let actions = spec.num_actions;
+    let scratch = ScratchLayout::new(spec);
+    let hidden = spec.hidden.len();
+    let mut g = row_pass_preamble(
+        spec,
+        "ppo::fused_update for this network's sizes and rows per workgroup",
+        ("LANES_WG", LANES_WG),
+        envs,
+        uniform_weights,
     );
     let _ = writeln!(g, "var<workgroup> xs: array<f32, {}>;", envs * d);
     for net in ["a", "c"] {
@@ -414,31 +534,61 @@ pub fn update_rows_source(spec: &ActorCriticSpec, envs: usize, uniform_weights: 
         g,
         "fn lanes_backward(lid: u32, base: u32, first: u32, m0: u32) {{\n{prelude}"
     );
-    for l in (0..hidden).rev() {
-        for (n, net, layers, offset) in [(0, "a", &actor, 0), (1, "c", &critic, actions)] {
-            let next: (String, usize, usize) = if l + 1 == hidden {
-                ("dheads".into(), actions + 1, offset)
-            } else {
-                (format!("d_{net}{}", l + 1), spec.hidden[l + 1], 0)
-            };
-            // The first layer's delta is read by nothing but update_grads.
-            let dout = (l > 0).then(|| format!("d_{net}{l}"));
-            emit_lanes_delta(
-                &mut g,
-                &layers[l + 1],
-                (&next.0, next.1, next.2),
-                (&format!("act_{net}{l}"), dout.as_deref()),
-                scratch.dz[n][l],
-                envs,
-            );
-        }
-        if l > 0 {
+    for job in delta_jobs(spec) {
+        emit_lanes_delta(
+            &mut g,
+            &job.next,
+            (&job.dnext, job.stride, job.offset),
+            (&job.act, job.dout.as_deref()),
+            job.scratch,
+            envs,
+        );
+        if job.critic && job.layer > 0 {
             let _ = writeln!(g, "    workgroupBarrier();");
         }
     }
     let _ = writeln!(g, "}}");
-    [UPDATE_ROWS_WGSL.source, PPO_LOSS_TERMS_WGSL.source, &g].join("\n")
+    [
+        UPDATE_ROWS_WGSL.source,
+        PPO_LOSS_TERMS_WGSL.source,
+        &g,
+        LANES_ENTRY_WGSL,
+    ]
+    .join("\n")
 }
+
+/// The lanes layout's entry point (after the generated lanes_load,
+/// lanes_forward and lanes_backward).
+const LANES_ENTRY_WGSL: &str = "@compute @workgroup_size(LANES_WG)
+fn update_rows(@builtin(local_invocation_index) lid: u32,
+               @builtin(workgroup_id) wid: vec3<u32>,
+               @builtin(num_workgroups) groups: vec3<u32>) {
+    let g = wid.x + wid.y * groups.x;
+    if (g >= dims.total_groups) {
+        return;
+    }
+    let agent = g / dims.blocks_per_agent;
+    // The block's first row of the agent's minibatch, and its rows' start.
+    let m0 = (g % dims.blocks_per_agent) * LANES_E;
+    let first = agent * dims.minibatch_size;
+    let base = agent * dims.param_stride;
+    lanes_load(lid, agent, first, m0);
+    workgroupBarrier();
+    lanes_forward(lid, base, first, m0);
+    if (lid < LANES_E) {
+        let m = m0 + lid;
+        if (m < dims.minibatch_size) {
+            row_loss(lid, agent, m);
+        } else {
+            for (var k = 0u; k <= NUM_ACTIONS; k++) {
+                dheads[lid * (NUM_ACTIONS + 1u) + k] = 0.0;
+            }
+        }
+    }
+    workgroupBarrier();
+    lanes_backward(lid, base, first, m0);
+}
+";
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
@@ -515,6 +665,7 @@ impl FusedUpdate {
         ctx: &GpuContext,
         spec: &ActorCriticSpec,
         settings: &UpdateSettings,
+        row_pass: RowPass,
         buffers: &FusedUpdateBuffers<'_>,
     ) -> Result<Self> {
         let num_agents = settings.num_agents;
@@ -522,7 +673,13 @@ impl FusedUpdate {
         if let Some(reason) = fused_update_support(ctx, spec, num_agents, minibatch_size) {
             return Err(Error::config("update", "fused", reason));
         }
-        let rows_per_group = update_lanes_rows(ctx, spec).unwrap_or(1);
+        let uniform_weights = update_uniform_weights(ctx, spec, num_agents);
+        let by_rows = row_pass_by_rows(ctx, spec, num_agents, row_pass)?;
+        let rows_per_group = if by_rows {
+            ROW_PASS_ROWS
+        } else {
+            update_lanes_rows(ctx, spec).unwrap_or(1)
+        };
         let rows = num_agents * minibatch_size;
         let scratch_layout = ScratchLayout::new(spec);
         let scratch =
@@ -582,7 +739,6 @@ impl FusedUpdate {
             "perm",
             settings.update_epochs * num_agents * batch,
         )?;
-        let uniform_weights = update_uniform_weights(ctx, spec, num_agents);
         let mut entries_layout = vec![layout_entry(0, wgpu::BufferBindingType::Uniform)];
         entries_layout.extend((1..=7).map(|b| {
             let ty = if b == 1 && uniform_weights {
@@ -599,7 +755,11 @@ impl FusedUpdate {
                 label: Some("update_rows"),
                 entries: &entries_layout,
             });
-        let source = update_rows_source(spec, rows_per_group, uniform_weights);
+        let source = if by_rows {
+            row_pass_source(spec, rows_per_group, uniform_weights)
+        } else {
+            update_rows_source(spec, rows_per_group, uniform_weights)
+        };
         let pipeline = create_pipeline_from_source(
             &ctx.device,
             "update_rows.wgsl (generated)",
@@ -648,7 +808,7 @@ impl FusedUpdate {
         }
         let grid = grid_1d(
             total_groups as u64,
-            1,
+            if by_rows { ROW_PASS_WG as u32 } else { 1 },
             ctx.limits.max_compute_workgroups_per_dimension,
         );
         let grads = Dispatch::with_uniform(

@@ -5,9 +5,11 @@
 //! one submission with only statistics read back.
 
 use super::fused_update::{
-    fused_update_support, linear_update_support, update_lanes_rows, update_uniform_weights,
-    FusedUpdate, FusedUpdateBuffers, LinearUpdate, LinearUpdateBuffers, UpdatePath,
+    fused_update_support, linear_update_support, row_pass_by_rows, update_lanes_rows,
+    update_uniform_weights, FusedUpdate, FusedUpdateBuffers, LinearUpdate, LinearUpdateBuffers,
+    RowPass, UpdatePath,
 };
+use super::row_pass::ROW_PASS_ROWS;
 use crate::env::gpu_cartpole::{CartPoleStepBuffers, GpuCartPole};
 use crate::env::{EpisodeStats, StepOut, VecEnv, NUM_ACTIONS, OBS_DIM};
 use crate::error::{Error, Result};
@@ -222,6 +224,7 @@ pub struct PpoGpu {
     update_readback: Readback,
     /// The minibatch step the update takes, and the fused one once built.
     update_path: UpdatePath,
+    row_pass: RowPass,
     fused_update: Option<FusedStep>,
     /// The fused minibatch step's clip, Adam and statistics, one dispatch
     /// per history entry (built with the fused row step).
@@ -471,6 +474,7 @@ impl PpoGpu {
             stats_means,
             update_readback,
             update_path: UpdatePath::Auto,
+            row_pass: RowPass::Auto,
             fused_update: None,
             optimizer_steps: Vec::new(),
             row_stats,
@@ -633,6 +637,12 @@ impl PpoGpu {
         self.update_path = path;
     }
 
+    /// How the fused row step's row pass spreads a minibatch ([`RowPass::Auto`]:
+    /// by rows where the weights fit a uniform block).
+    pub fn set_row_pass(&mut self, row_pass: RowPass) {
+        self.row_pass = row_pass;
+    }
+
     /// Whether updates take the fused minibatch step (CAVIA's context
     /// updates always take the layered one); an error naming `update`
     /// where [`UpdatePath::Fused`] was asked for and is not supported.
@@ -658,7 +668,10 @@ impl PpoGpu {
             (None, UpdatePath::Auto) if !update_uniform_weights(ctx, &self.spec, p_count) => {
                 Ok(None)
             }
-            (None, _) => Ok(Some(FusedKind::Rows)),
+            (None, _) => {
+                row_pass_by_rows(ctx, &self.spec, p_count, self.row_pass)?;
+                Ok(Some(FusedKind::Rows))
+            }
             (Some(_), UpdatePath::Auto) => Ok(None),
             (Some(reason), _) => Err(Error::config("update", "fused", reason)),
         }
@@ -669,7 +682,13 @@ impl PpoGpu {
     pub fn update_name(&self, ctx: &GpuContext) -> &'static str {
         match self.fused_kind(ctx) {
             Ok(Some(FusedKind::Linear)) => "fused, linear",
-            Ok(Some(FusedKind::Rows)) => "fused, rows",
+            Ok(Some(FusedKind::Rows)) => {
+                let p_count = self.settings.num_agents;
+                match row_pass_by_rows(ctx, &self.spec, p_count, self.row_pass) {
+                    Ok(true) => "fused, rows",
+                    _ => "fused, lanes",
+                }
+            }
             _ => "layered",
         }
     }
@@ -681,8 +700,15 @@ impl PpoGpu {
                 "fused (the whole update in one dispatch, a workgroup per agent)".to_string()
             }
             Ok(Some(FusedKind::Rows)) => {
-                let rows = update_lanes_rows(ctx, &self.spec).unwrap_or(1);
-                format!("fused (a row pass, the gradients and clip + Adam per minibatch step, {rows} rows per workgroup)")
+                let p_count = self.settings.num_agents;
+                let layout = match row_pass_by_rows(ctx, &self.spec, p_count, self.row_pass) {
+                    Ok(true) => format!("{ROW_PASS_ROWS} rows per invocation"),
+                    _ => format!(
+                        "{} rows per workgroup of lanes",
+                        update_lanes_rows(ctx, &self.spec).unwrap_or(1)
+                    ),
+                };
+                format!("fused (a row pass, the gradients and clip + Adam per minibatch step, {layout})")
             }
             _ => "layered (a dispatch per layer and pass)".to_string(),
         }
@@ -722,6 +748,7 @@ impl PpoGpu {
                     ctx,
                     &self.spec,
                     &self.settings,
+                    self.row_pass,
                     &FusedUpdateBuffers {
                         params: &self.params,
                         obs: &self.rollout.obs,

@@ -7,6 +7,7 @@ pub mod gpu;
 pub mod net;
 pub mod policy;
 pub mod reference;
+pub mod row_pass;
 pub mod trainer;
 
 pub use fused::{FusedLayout, RolloutPath};

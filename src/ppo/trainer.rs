@@ -265,6 +265,7 @@ pub fn train(config: &PpoConfig, ctx: &GpuContext, options: &TrainOptions) -> Re
         "host envs, a dispatch per layer and one for sampling per step".to_string()
     };
     gpu.set_update_path(config.update);
+    gpu.set_row_pass(config.row_pass);
     // A fused update asked for and not possible is refused before any work too.
     gpu.uses_fused_update(ctx)?;
     if options.progress {
