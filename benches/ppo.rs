@@ -14,7 +14,8 @@
 //! Run: `cargo bench --bench ppo` (add `WGPU_BACKEND=gl` or `vulkan`;
 //! `PPO_BENCH_AGENTS=64` for a population in the first part;
 //! `PPO_BENCH_GRID_P=1,8,64` and `PPO_BENCH_GRID_N=4,32` for the grid;
-//! `PPO_BENCH_UPDATE=fused` or `layered` forces the grid's update path).
+//! `PPO_BENCH_UPDATE=fused` or `layered` forces the grid's update path,
+//! `PPO_BENCH_ROW_PASS=rows` or `lanes` the fused row pass's layout).
 
 use std::time::Instant;
 
@@ -22,6 +23,7 @@ use ppo_wgpu::config::PpoConfig;
 use ppo_wgpu::env::{CartPole, CartPoleConfig, GpuCartPole, StepOut, VecEnv};
 use ppo_wgpu::ops::categorical::SampleKey;
 use ppo_wgpu::ppo::fused::LANES_AUTO_ENVS;
+use ppo_wgpu::ppo::fused_update::RowPass;
 use ppo_wgpu::ppo::trainer::{initial_params, update_settings};
 use ppo_wgpu::ppo::{permutations, ActorCriticSpec, FusedLayout, PpoGpu, RolloutPath, UpdatePath};
 use ppo_wgpu::{AdapterOptions, GpuContext};
@@ -168,6 +170,11 @@ fn grid_point(ctx: &GpuContext, hidden: &[usize], agents: usize, num_envs: usize
         _ => UpdatePath::Auto,
     };
     gpu.set_update_path(update);
+    gpu.set_row_pass(match std::env::var("PPO_BENCH_ROW_PASS").as_deref() {
+        Ok("rows") => RowPass::Rows,
+        Ok("lanes") => RowPass::Lanes,
+        _ => RowPass::Auto,
+    });
     let mut env =
         GpuCartPole::new(ctx, CartPoleConfig::new(agents, num_envs), steps).expect("device env");
     env.reset(ctx, 1).expect("reset");

@@ -35,8 +35,10 @@
 //   (read), 4 scratch [P * M][stride] (write), 5 row_stats
 //   [P * M][ROW_STATS] (write), 6 perm [epochs][P][B] (read), 7 adv_stats
 //   [epochs * minibatches][P][2] (read).
-// Dispatch: total_groups = P * ceil(M / LANES_E) workgroups (lanes) or
-//   invocations (rows), folded into (x, y) when large.
+// Dispatch: total_groups = P * blocks_per_agent workgroups, folded into
+//   (x, y) when large; blocks_per_agent = ceil(M / LANES_E) (lanes) or
+//   ceil(M / (LANES_E * ROWS_WG)) (rows: one agent per workgroup, so the
+//   weights' addresses are the same in all its lanes).
 // CPU reference: the layered update it replaces (linear_forward, ppo_loss,
 //   linear_backward) and the f64 reference update (tests/update.rs).
 

@@ -177,14 +177,15 @@ pub struct PpoConfig {
     /// and backward of both networks in two dispatches; refused where the
     /// network or minibatch is too large for it), "layered" (a dispatch per
     /// layer and pass) or "auto" (fused for the linear network, and with
-    /// hidden layers for one agent; layered elsewhere, where it measured as
-    /// fast; `train` prints which).
+    /// hidden layers for one agent or where `row_pass` is "rows"; layered
+    /// elsewhere; `train` prints which).
     pub update: UpdatePath,
     /// How the fused update's row pass (networks with hidden layers) spreads
     /// a minibatch: "auto" (by rows for one agent, whose weights the pass
     /// reads from a uniform block; by lanes for populations), "rows" (an
-    /// invocation per 2 rows, alone: CleanRL's update 1.5× faster on
-    /// llvmpipe) or "lanes" (a workgroup of 16 lanes per 2 rows, each lane
+    /// invocation per 2 rows, alone, a workgroup per agent: CleanRL's
+    /// update 1.5× faster on llvmpipe, populations 1.2-1.5× the layered
+    /// update once their kernel has compiled, ~70 s the first time) or "lanes" (a workgroup of 16 lanes per 2 rows, each lane
     /// some units of every layer).
     pub row_pass: RowPass,
     /// Threads of a CPU software adapter (llvmpipe, lavapipe): "auto" (one

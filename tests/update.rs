@@ -618,13 +618,20 @@ fn fused_update_refusals_name_the_key() {
         gpu.set_update_path(UpdatePath::Layered);
         assert!(!gpu.uses_fused_update(ctx).unwrap());
     }
-    // Populations with hidden layers keep the layered step under auto;
-    // asked for, the fused one runs.
+    // Populations with hidden layers keep the layered step under auto
+    // (their rows kernel compiles for ~70 s on llvmpipe); asked for, the
+    // fused one runs, by lanes, or by rows where row_pass says so.
     let spec = ActorCriticSpec::new(4, 2, &[64, 64]).unwrap();
     let mut gpu = PpoGpu::new(ctx, &spec, &settings(2, 8, 4)).unwrap();
     assert!(!gpu.uses_fused_update(ctx).unwrap());
+    assert_eq!(gpu.update_name(ctx), "layered");
+    gpu.set_row_pass(RowPass::Rows);
+    assert!(gpu.uses_fused_update(ctx).unwrap());
+    assert_eq!(gpu.update_name(ctx), "fused, rows");
+    gpu.set_row_pass(RowPass::Auto);
     gpu.set_update_path(UpdatePath::Fused);
     assert!(gpu.uses_fused_update(ctx).unwrap());
+    assert_eq!(gpu.update_name(ctx), "fused, lanes");
     // A scratch buffer over the adapter's binding limit is refused, by size.
     let rows = (ctx.max_binding_bytes() / (4 * 4)) as usize + 1;
     let reason = fused_update_support(ctx, &ActorCriticSpec::new(4, 2, &[]).unwrap(), 1, rows)

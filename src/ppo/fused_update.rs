@@ -53,12 +53,15 @@ pub enum UpdatePath {
     /// The fused update where it is supported: always for the linear
     /// network (10× the layered update on llvmpipe), and with hidden
     /// layers for one agent whose weights the row pass reads from a uniform
-    /// block ([`update_uniform_weights`]); the layered update elsewhere.
-    /// Side by side (`cargo bench --bench ppo`, `PPO_BENCH_UPDATE`, Mesa 25
-    /// GL, 64-64): one agent, 4 envs 1.2-2.4× the layered update, 32 envs
-    /// 1.13-1.6×; 8 agents (weights from storage), 4 envs a tie, 32 envs
-    /// 0.9×. Mesa 22.3 GL, one agent, 4 envs: 30-45 ms against 57-70; first
-    /// compile 1.2 s.
+    /// block ([`update_uniform_weights`]), or for populations whose
+    /// `row_pass` is `rows`; the layered update elsewhere. Side by side
+    /// (`cargo bench --bench ppo`, `PPO_BENCH_UPDATE`, Mesa 25 GL, 64-64):
+    /// one agent, 4 envs 1.2-2.4× the layered update, 32 envs 1.13-1.6×;
+    /// 8 agents × 4 envs, lanes 389 ms against 491-496 (layered), rows 351-399
+    /// (1.23-1.41×), 64 × 4 rows 2452 against 3770 (1.54×). Populations
+    /// keep the layered update by default: their rows kernel reads the
+    /// weights from storage and its first compile takes ~70 s on llvmpipe
+    /// (no shader cache) against ~1 s for the layered kernels.
     #[default]
     Auto,
     /// The fused update: one dispatch for the linear network, else two per
@@ -78,7 +81,9 @@ pub enum RowPass {
     /// (`ppo-wgpu bench --presets cleanrl --agents 1 --env-devices gpu`,
     /// Mesa 25 llvmpipe GL, 2 cores): CleanRL's update 14-15 ms in rows
     /// against 22-23 ms in lanes; the first compile (no shader cache)
-    /// ~1.5 s longer.
+    /// ~1.5 s longer. For populations, rows is 1.2-1.5× the layered update
+    /// once compiled, but compiles for ~70 s the first time (see
+    /// [`UpdatePath::Auto`]), so it is taken only when asked for.
     #[default]
     Auto,
     /// A workgroup of [`LANES_WG`] lanes per [`UPDATE_LANES_ROWS`] rows,
@@ -717,7 +722,15 @@ impl FusedUpdate {
             (GpuBuffer::from_slice(ctx, "adv_stats", &identity)?, None)
         };
 
-        let blocks_per_agent = minibatch_size.div_ceil(rows_per_group);
+        // Workgroups per agent: of rows_per_group rows (lanes), or of
+        // ROW_PASS_WG invocations of rows_per_group rows each (rows: an
+        // agent per workgroup, so its weights' addresses are the same in
+        // every lane).
+        let blocks_per_agent = if by_rows {
+            minibatch_size.div_ceil(rows_per_group * ROW_PASS_WG)
+        } else {
+            minibatch_size.div_ceil(rows_per_group)
+        };
         let total_groups = num_agents * blocks_per_agent;
         let base_dims = RowsDims {
             rows: fits_u32("update_rows", "rows", rows)?,
@@ -808,7 +821,7 @@ impl FusedUpdate {
         }
         let grid = grid_1d(
             total_groups as u64,
-            if by_rows { ROW_PASS_WG as u32 } else { 1 },
+            1,
             ctx.limits.max_compute_workgroups_per_dimension,
         );
         let grads = Dispatch::with_uniform(

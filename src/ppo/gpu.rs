@@ -665,7 +665,10 @@ impl PpoGpu {
             fused_update_support(ctx, &self.spec, p_count, m),
             self.update_path,
         ) {
-            (None, UpdatePath::Auto) if !update_uniform_weights(ctx, &self.spec, p_count) => {
+            (None, UpdatePath::Auto)
+                if !update_uniform_weights(ctx, &self.spec, p_count)
+                    && self.row_pass != RowPass::Rows =>
+            {
                 Ok(None)
             }
             (None, _) => {

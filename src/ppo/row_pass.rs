@@ -296,12 +296,13 @@ pub fn row_pass_source(spec: &ActorCriticSpec, rows: usize, uniform_weights: boo
     let _ = writeln!(
         g,
         "@compute @workgroup_size(ROWS_WG)\n\
-         fn update_rows(@builtin(global_invocation_id) gid: vec3<u32>,\n               \
+         fn update_rows(@builtin(local_invocation_index) lid: u32,\n               \
+         @builtin(workgroup_id) wid: vec3<u32>,\n               \
          @builtin(num_workgroups) groups: vec3<u32>) {{\n    \
-         let g = gid.x + gid.y * groups.x * ROWS_WG;\n    \
+         let g = wid.x + wid.y * groups.x;\n    \
          if (g >= dims.total_groups) {{\n        return;\n    }}\n    \
          let agent = g / dims.blocks_per_agent;\n    \
-         let m0 = (g % dims.blocks_per_agent) * LANES_E;\n    \
+         let m0 = ((g % dims.blocks_per_agent) * ROWS_WG + lid) * LANES_E;\n    \
          let first = agent * dims.minibatch_size;\n    \
          let base = agent * dims.param_stride;"
     );
