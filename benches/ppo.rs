@@ -15,13 +15,15 @@
 //! `PPO_BENCH_AGENTS=64` for a population in the first part;
 //! `PPO_BENCH_GRID_P=1,8,64` and `PPO_BENCH_GRID_N=4,32` for the grid;
 //! `PPO_BENCH_UPDATE=fused` or `layered` forces the grid's update path,
-//! `PPO_BENCH_ROW_PASS=rows` or `lanes` the fused row pass's layout).
+//! `PPO_BENCH_ROW_PASS=rows` or `lanes` the fused row pass's layout,
+//! `PPO_BENCH_BLOCK=4x4` or `8x8` the layered kernels' register blocks).
 
 use std::time::Instant;
 
 use ppo_wgpu::config::PpoConfig;
 use ppo_wgpu::env::{CartPole, CartPoleConfig, GpuCartPole, StepOut, VecEnv};
 use ppo_wgpu::ops::categorical::SampleKey;
+use ppo_wgpu::ops::linear::{force_register_block, RegisterBlock};
 use ppo_wgpu::ppo::fused::LANES_AUTO_ENVS;
 use ppo_wgpu::ppo::fused_update::RowPass;
 use ppo_wgpu::ppo::trainer::{initial_params, update_settings};
@@ -216,6 +218,11 @@ fn main() {
     let ctx = GpuContext::new(&AdapterOptions::default()).unwrap_or_else(|e| {
         eprintln!("error: {e}");
         std::process::exit(1)
+    });
+    force_register_block(match std::env::var("PPO_BENCH_BLOCK").as_deref() {
+        Ok("4x4") => Some(RegisterBlock::B4x4),
+        Ok("8x8") => Some(RegisterBlock::B8x8),
+        _ => None,
     });
     let agents: usize = std::env::var("PPO_BENCH_AGENTS")
         .ok()

@@ -15,9 +15,11 @@
 //   6 grads [num_agents][param_stride] (write, reduce pass),
 //   7 partials [chunks][num_agents][out_dim * (in_dim + 1)] (weights pass writes,
 //   reduce pass reads).
-// Dispatch: data pass, one invocation per 4-row x 4-input block; weights pass, one
-//   per (chunk, agent, 4-output x 4-column block) over in_dim + 1 columns; reduce
-//   pass, one per (agent, parameter of the layer). 1-D workgroups of
+// Dispatch: data pass, one invocation per 4-row x 4-input block (8x8: 8 x 8);
+//   weights pass, one per (chunk, agent, 4-output x 4-column block) over
+//   in_dim + 1 columns (8x8: 8 x 8); reduce pass, one per (agent, parameter of
+//   the layer). The 8x8 entry points sum in the same order as the 4x4 ones
+//   (outputs ascending, rows ascending), so they give the same values. 1-D workgroups of
 //   WORKGROUP_SIZE, grids folded into (x, y) when large.
 // CPU reference: ops::linear::linear_backward_cpu.
 
@@ -209,4 +211,157 @@ fn linear_grad_reduce(@builtin(global_invocation_id) gid: vec3<u32>,
     }
     let slot = select(dims.b_offset + (e - weights), dims.w_offset + e, e < weights);
     grads[p * dims.param_stride + slot] = sum;
+}
+
+// dz of 8 rows (element indices at[k] + o) at output o, as dz4 computes it.
+fn dz8(at: array<u32, 8>, o: u32) -> array<f32, 8> {
+    var g: array<f32, 8>;
+    for (var k = 0u; k < 8u; k++) {
+        g[k] = dy[at[k] + o];
+        if (dims.activation == 1u) {
+            let v = y[at[k] + o];
+            g[k] = g[k] * (1.0 - v * v);
+        }
+    }
+    return g;
+}
+
+// Data pass, 8 rows x 8 inputs per invocation.
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn linear_backward_data_8x8(@builtin(global_invocation_id) gid: vec3<u32>,
+                            @builtin(num_workgroups) groups: vec3<u32>) {
+    let id = gid.x + gid.y * groups.x * WORKGROUP_SIZE;
+    let in_blocks = (dims.in_dim + 7u) / 8u;
+    let row_blocks = (dims.rows_per_agent + 7u) / 8u;
+    if (id >= in_blocks * row_blocks * dims.num_agents) {
+        return;
+    }
+    let ib = id % in_blocks;
+    let agent_block = id / in_blocks;
+    let p = agent_block / row_blocks;
+    let n0 = (agent_block % row_blocks) * 8u;
+    let i0 = ib * 8u;
+
+    let in_dim = dims.in_dim;
+    let out_dim = dims.out_dim;
+    let last_i = in_dim - 1u;
+    let last_n = dims.rows_per_agent - 1u;
+    let wbase = p * dims.param_stride + dims.w_offset;
+    let row0 = p * dims.rows_per_agent;
+    var col: array<u32, 8>;
+    var at: array<u32, 8>;
+    for (var k = 0u; k < 8u; k++) {
+        col[k] = min(i0 + k, last_i);
+        at[k] = (row0 + min(n0 + k, last_n)) * out_dim;
+    }
+    var lo: array<vec4<f32>, 8>;
+    var hi: array<vec4<f32>, 8>;
+    for (var r = 0u; r < 8u; r++) {
+        lo[r] = vec4<f32>(0.0);
+        hi[r] = vec4<f32>(0.0);
+    }
+    for (var o = 0u; o < out_dim; o++) {
+        let wrow = wbase + o * in_dim;
+        let wl = vec4<f32>(params[wrow + col[0]], params[wrow + col[1]], params[wrow + col[2]], params[wrow + col[3]]);
+        let wh = vec4<f32>(params[wrow + col[4]], params[wrow + col[5]], params[wrow + col[6]], params[wrow + col[7]]);
+        let g = dz8(at, o);
+        for (var r = 0u; r < 8u; r++) {
+            lo[r] += g[r] * wl;
+            hi[r] += g[r] * wh;
+        }
+    }
+
+    for (var r = 0u; r < 8u; r++) {
+        let n = n0 + r;
+        if (n < dims.rows_per_agent) {
+            let out = (row0 + n) * in_dim + i0;
+            let v = lo[r];
+            dx[out] = v.x;
+            if (i0 + 1u < in_dim) { dx[out + 1u] = v.y; }
+            if (i0 + 2u < in_dim) { dx[out + 2u] = v.z; }
+            if (i0 + 3u < in_dim) { dx[out + 3u] = v.w; }
+            let u = hi[r];
+            if (i0 + 4u < in_dim) { dx[out + 4u] = u.x; }
+            if (i0 + 5u < in_dim) { dx[out + 5u] = u.y; }
+            if (i0 + 6u < in_dim) { dx[out + 6u] = u.z; }
+            if (i0 + 7u < in_dim) { dx[out + 7u] = u.w; }
+        }
+    }
+}
+
+// Weights pass, 8 outputs x 8 columns per invocation (as
+// linear_backward_weights: its chunk's rows in order into partials).
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn linear_backward_weights_8x8(@builtin(global_invocation_id) gid: vec3<u32>,
+                               @builtin(num_workgroups) groups: vec3<u32>) {
+    let id = gid.x + gid.y * groups.x * WORKGROUP_SIZE;
+    // Columns 0..in_dim are inputs, column in_dim is the bias (x = 1).
+    let cols = dims.in_dim + 1u;
+    let col_blocks = (cols + 7u) / 8u;
+    let out_blocks = (dims.out_dim + 7u) / 8u;
+    let per_agent = col_blocks * out_blocks;
+    if (id >= per_agent * dims.num_agents * dims.chunks) {
+        return;
+    }
+    let local = id % per_agent;
+    let p = (id / per_agent) % dims.num_agents;
+    let chunk = id / (per_agent * dims.num_agents);
+    let o0 = (local / col_blocks) * 8u;
+    let c0 = (local % col_blocks) * 8u;
+
+    let in_dim = dims.in_dim;
+    let out_dim = dims.out_dim;
+    let last_o = out_dim - 1u;
+    let last_i = in_dim - 1u;
+    var oo: array<u32, 8>;
+    var cc: array<u32, 8>;
+    for (var k = 0u; k < 8u; k++) {
+        oo[k] = min(o0 + k, last_o);
+        cc[k] = min(c0 + k, last_i);
+    }
+    // Input columns clamped into x; the bias column reads 1 instead.
+    let bias_lo = vec4<bool>(c0 == in_dim, c0 + 1u == in_dim, c0 + 2u == in_dim, c0 + 3u == in_dim);
+    let bias_hi = vec4<bool>(c0 + 4u == in_dim, c0 + 5u == in_dim, c0 + 6u == in_dim, c0 + 7u == in_dim);
+
+    var lo: array<vec4<f32>, 8>;
+    var hi: array<vec4<f32>, 8>;
+    for (var k = 0u; k < 8u; k++) {
+        lo[k] = vec4<f32>(0.0);
+        hi[k] = vec4<f32>(0.0);
+    }
+    let row0 = p * dims.rows_per_agent;
+    let n_begin = chunk * dims.chunk_rows;
+    let n_end = min(n_begin + dims.chunk_rows, dims.rows_per_agent);
+    for (var n = n_begin; n < n_end; n++) {
+        let r = row0 + n;
+        let xr = r * in_dim;
+        let xl = select(vec4<f32>(x[xr + cc[0]], x[xr + cc[1]], x[xr + cc[2]], x[xr + cc[3]]), vec4<f32>(1.0), bias_lo);
+        let xh = select(vec4<f32>(x[xr + cc[4]], x[xr + cc[5]], x[xr + cc[6]], x[xr + cc[7]]), vec4<f32>(1.0), bias_hi);
+        var at: array<u32, 8>;
+        for (var k = 0u; k < 8u; k++) {
+            at[k] = r * out_dim + oo[k];
+        }
+        let g = dz8(at, 0u);
+        for (var k = 0u; k < 8u; k++) {
+            lo[k] += g[k] * xl;
+            hi[k] += g[k] * xh;
+        }
+    }
+
+    let layer_size = out_dim * cols;
+    let base = (chunk * dims.num_agents + p) * layer_size;
+    for (var k = 0u; k < 8u; k++) {
+        let o = o0 + k;
+        if (o < out_dim) {
+            let vals = array<f32, 8>(lo[k].x, lo[k].y, lo[k].z, lo[k].w, hi[k].x, hi[k].y, hi[k].z, hi[k].w);
+            for (var j = 0u; j < 8u; j++) {
+                let c = c0 + j;
+                if (c < in_dim) {
+                    partials[base + o * in_dim + c] = vals[j];
+                } else if (c == in_dim) {
+                    partials[base + out_dim * in_dim + o] = vals[j];
+                }
+            }
+        }
+    }
 }

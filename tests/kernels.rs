@@ -8,9 +8,13 @@ use ppo_wgpu::gpu::GpuBuffer;
 use ppo_wgpu::nn::{mlp_backward_cpu, mlp_forward_cpu, MlpPlan, MlpSpec, Placement};
 use ppo_wgpu::ops::linear::{
     linear_backward_cpu, linear_forward_cpu, Activation, LinearBackward, LinearBackwardBuffers,
-    LinearForward, LinearSpec,
+    LinearForward, LinearSpec, RegisterBlock,
 };
 use ppo_wgpu::Error;
+
+fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
 
 const ROW_COUNTS: &[usize] = &[1, 63, 64, 65, 2048];
 const AGENT_COUNTS: &[usize] = &[1, 3];
@@ -55,13 +59,30 @@ fn linear_forward_matches_cpu_reference() {
                     let x_gpu = GpuBuffer::from_slice(ctx, "x", &x).unwrap();
                     let p_gpu = GpuBuffer::from_slice(ctx, "params", &params).unwrap();
                     let y_gpu = GpuBuffer::<f32>::zeros(ctx, "y", spec.rows() * out_dim).unwrap();
-                    y_gpu.poison(ctx).unwrap();
-                    let op = LinearForward::new(ctx, &spec, &x_gpu, &p_gpu, &y_gpu).unwrap();
-                    ctx.run("test", &[op.dispatch()]);
-                    let got = y_gpu.read(ctx).unwrap();
                     let want = linear_forward_cpu(&spec, &to_f64(&x), &to_f64(&params));
-                    let what = format!("linear_forward P={num_agents} rows={rows} {in_dim}->{out_dim} {activation:?}");
-                    assert_close(&what, &want, &got, 1e-5, 1e-5);
+                    let mut first = None;
+                    for block in [RegisterBlock::B4x4, RegisterBlock::B8x8] {
+                        y_gpu.poison(ctx).unwrap();
+                        let op =
+                            LinearForward::with_block(ctx, &spec, &x_gpu, &p_gpu, &y_gpu, block)
+                                .unwrap();
+                        ctx.run("test", &[op.dispatch()]);
+                        let got = y_gpu.read(ctx).unwrap();
+                        let what = format!("linear_forward {block:?} P={num_agents} rows={rows} {in_dim}->{out_dim} {activation:?}");
+                        assert_close(&what, &want, &got, 1e-5, 1e-5);
+                        // Both blocks sum in the same order: the same values
+                        // on the software adapters (a hardware compiler may
+                        // fuse multiply-adds differently in each).
+                        match &first {
+                            None => first = Some(got),
+                            Some(ref_4x4) if ctx.adapter.is_software => assert_eq!(
+                                bits(ref_4x4),
+                                bits(&got),
+                                "{what}: differs from the 4x4 block"
+                            ),
+                            Some(_) => {}
+                        }
+                    }
                 }
             }
         }
@@ -91,25 +112,6 @@ fn linear_backward_matches_cpu_reference() {
                         buf("y", &y),
                         buf("dy", &dy),
                     );
-                    let dx_gpu = GpuBuffer::<f32>::zeros(ctx, "dx", spec.rows() * in_dim).unwrap();
-                    let grads_gpu = GpuBuffer::<f32>::zeros(ctx, "grads", params.len()).unwrap();
-                    dx_gpu.poison(ctx).unwrap();
-                    grads_gpu.poison(ctx).unwrap();
-                    let op = LinearBackward::new(
-                        ctx,
-                        &spec,
-                        &LinearBackwardBuffers {
-                            x: &x_gpu,
-                            params: &p_gpu,
-                            y: &y_gpu,
-                            dy: &dy_gpu,
-                            dx: Some(&dx_gpu),
-                            grads: &grads_gpu,
-                        },
-                    )
-                    .unwrap();
-                    let dispatches: Vec<_> = op.dispatches().collect();
-                    ctx.run("test", &dispatches);
                     let want = linear_backward_cpu(
                         &spec,
                         &to_f64(&x),
@@ -117,54 +119,90 @@ fn linear_backward_matches_cpu_reference() {
                         &to_f64(&y),
                         &to_f64(&dy),
                     );
-                    let what =
-                        format!("P={num_agents} rows={rows} {in_dim}->{out_dim} {activation:?}");
-                    assert_close(
-                        &format!("linear_backward dx {what}"),
-                        &want.dx,
-                        &dx_gpu.read(ctx).unwrap(),
-                        1e-5,
-                        1e-5,
-                    );
-                    // Weight gradients sum over the rows: allow f32 accumulation error growing with them.
-                    let atol = 2e-6 * rows as f64;
-                    let grads = grads_gpu.read(ctx).unwrap();
-                    let mut got_w = Vec::new();
-                    let mut got_b = Vec::new();
-                    for p in 0..num_agents {
-                        let base = p * spec.param_stride;
-                        got_w.extend_from_slice(
-                            &grads[base + spec.w_offset..base + spec.w_offset + in_dim * out_dim],
+                    let mut first: Option<(Vec<u32>, Vec<u32>)> = None;
+                    for block in [RegisterBlock::B4x4, RegisterBlock::B8x8] {
+                        let dx_gpu =
+                            GpuBuffer::<f32>::zeros(ctx, "dx", spec.rows() * in_dim).unwrap();
+                        let grads_gpu =
+                            GpuBuffer::<f32>::zeros(ctx, "grads", params.len()).unwrap();
+                        dx_gpu.poison(ctx).unwrap();
+                        grads_gpu.poison(ctx).unwrap();
+                        let op = LinearBackward::with_block(
+                            ctx,
+                            &spec,
+                            &LinearBackwardBuffers {
+                                x: &x_gpu,
+                                params: &p_gpu,
+                                y: &y_gpu,
+                                dy: &dy_gpu,
+                                dx: Some(&dx_gpu),
+                                grads: &grads_gpu,
+                            },
+                            block,
+                        )
+                        .unwrap();
+                        let dispatches: Vec<_> = op.dispatches().collect();
+                        ctx.run("test", &dispatches);
+                        let what =
+                            format!("{block:?} P={num_agents} rows={rows} {in_dim}->{out_dim} {activation:?}");
+                        assert_close(
+                            &format!("linear_backward dx {what}"),
+                            &want.dx,
+                            &dx_gpu.read(ctx).unwrap(),
+                            1e-5,
+                            1e-5,
                         );
-                        got_b.extend_from_slice(
-                            &grads[base + spec.b_offset..base + spec.b_offset + out_dim],
+                        // Weight gradients sum over the rows: allow f32 accumulation error growing with them.
+                        let atol = 2e-6 * rows as f64;
+                        let grads = grads_gpu.read(ctx).unwrap();
+                        let mut got_w = Vec::new();
+                        let mut got_b = Vec::new();
+                        for p in 0..num_agents {
+                            let base = p * spec.param_stride;
+                            got_w.extend_from_slice(
+                                &grads
+                                    [base + spec.w_offset..base + spec.w_offset + in_dim * out_dim],
+                            );
+                            got_b.extend_from_slice(
+                                &grads[base + spec.b_offset..base + spec.b_offset + out_dim],
+                            );
+                            // Slots outside this layer must be left alone (still NaN).
+                            assert!(
+                                grads[base..base + spec.w_offset].iter().all(|g| g.is_nan()),
+                                "{what}: wrote before the layer"
+                            );
+                            assert!(
+                                grads[base + spec.b_offset + out_dim..base + spec.param_stride]
+                                    .iter()
+                                    .all(|g| g.is_nan()),
+                                "{what}: wrote after the layer"
+                            );
+                        }
+                        assert_close(
+                            &format!("linear_backward dW {what}"),
+                            &want.dw,
+                            &got_w,
+                            atol,
+                            1e-4,
                         );
-                        // Slots outside this layer must be left alone (still NaN).
-                        assert!(
-                            grads[base..base + spec.w_offset].iter().all(|g| g.is_nan()),
-                            "{what}: wrote before the layer"
+                        assert_close(
+                            &format!("linear_backward db {what}"),
+                            &want.db,
+                            &got_b,
+                            atol,
+                            1e-4,
                         );
-                        assert!(
-                            grads[base + spec.b_offset + out_dim..base + spec.param_stride]
-                                .iter()
-                                .all(|g| g.is_nan()),
-                            "{what}: wrote after the layer"
-                        );
+                        // Both blocks sum in the same order: the same values
+                        // on the software adapters.
+                        let got = (bits(&dx_gpu.read(ctx).unwrap()), bits(&grads));
+                        match &first {
+                            None => first = Some(got),
+                            Some(ref_4x4) if ctx.adapter.is_software => {
+                                assert!(*ref_4x4 == got, "{what}: differs from the 4x4 block")
+                            }
+                            Some(_) => {}
+                        }
                     }
-                    assert_close(
-                        &format!("linear_backward dW {what}"),
-                        &want.dw,
-                        &got_w,
-                        atol,
-                        1e-4,
-                    );
-                    assert_close(
-                        &format!("linear_backward db {what}"),
-                        &want.db,
-                        &got_b,
-                        atol,
-                        1e-4,
-                    );
                 }
             }
         }

@@ -9,6 +9,7 @@ use common::{assert_close, ctx, random_vec, to_f64};
 use ppo_wgpu::gpu::GpuContext;
 use ppo_wgpu::ops::categorical::SampleKey;
 use ppo_wgpu::ops::gae::{GaeVariant, TERMINATED, TRUNCATED};
+use ppo_wgpu::ops::linear::{Activation, LinearSpec, RegisterBlock};
 use ppo_wgpu::ops::ppo_loss::stat;
 use ppo_wgpu::ops::{record, RECORD};
 use ppo_wgpu::ppo::fused_update::fused_update_support;
@@ -285,6 +286,35 @@ fn check_update(
         );
     }
     truncations
+}
+
+/// A population large enough that the layered kernels take 8×8 register
+/// blocks on software adapters (8 agents × 128 rows: 1024 minibatch rows
+/// in all), against the f64 reference. (At 128 steps, or 32 agents, whose
+/// learning rates reach 8e-3 here, f32 drift exceeds the tolerance in
+/// either block alike.)
+#[test]
+fn layered_update_in_8x8_blocks_matches_cpu_reference() {
+    let _serial = serial();
+    let Some(ctx) = ctx() else { return };
+    let s = settings(8, 32, 16);
+    let rows = s.num_agents * s.minibatch_size();
+    let layer = LinearSpec {
+        num_agents: s.num_agents,
+        rows_per_agent: s.minibatch_size(),
+        in_dim: 64,
+        out_dim: 64,
+        param_stride: 64 * 65,
+        w_offset: 0,
+        b_offset: 64 * 64,
+        activation: Activation::Tanh,
+    };
+    assert_eq!(rows, 1024);
+    if ctx.adapter.is_software {
+        assert_eq!(RegisterBlock::choose(ctx, &layer), RegisterBlock::B8x8);
+    }
+    let truncations = check_update(ctx, &[64, 64], &s, 17, UpdatePath::Layered);
+    assert!(truncations > 0, "the data must contain truncations");
 }
 
 #[test]

@@ -104,8 +104,11 @@ shader_files! {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Kernel {
     LinearForward,
+    LinearForward8x8,
     LinearBackwardData,
+    LinearBackwardData8x8,
     LinearBackwardWeights,
+    LinearBackwardWeights8x8,
     LinearGradReduce,
     CategoricalSample,
     GaeSequential,
@@ -157,8 +160,11 @@ impl Kernel {
     /// Every kernel, for tests that build each pipeline.
     pub const ALL: &'static [Kernel] = &[
         Kernel::LinearForward,
+        Kernel::LinearForward8x8,
         Kernel::LinearBackwardData,
+        Kernel::LinearBackwardData8x8,
         Kernel::LinearBackwardWeights,
+        Kernel::LinearBackwardWeights8x8,
         Kernel::LinearGradReduce,
         Kernel::CategoricalSample,
         Kernel::GaeSequential,
@@ -193,6 +199,12 @@ impl Kernel {
                     &[(0, Uniform), (1, Read), (2, Read), (3, ReadWrite)],
                     Shape::PerItem,
                 ),
+                Kernel::LinearForward8x8 => (
+                    LINEAR_FORWARD_WGSL,
+                    "linear_forward_8x8",
+                    &[(0, Uniform), (1, Read), (2, Read), (3, ReadWrite)],
+                    Shape::PerItem,
+                ),
                 Kernel::LinearBackwardData => (
                     LINEAR_BACKWARD_WGSL,
                     "linear_backward_data",
@@ -205,9 +217,33 @@ impl Kernel {
                     ],
                     Shape::PerItem,
                 ),
+                Kernel::LinearBackwardData8x8 => (
+                    LINEAR_BACKWARD_WGSL,
+                    "linear_backward_data_8x8",
+                    &[
+                        (0, Uniform),
+                        (2, Read),
+                        (3, Read),
+                        (4, Read),
+                        (5, ReadWrite),
+                    ],
+                    Shape::PerItem,
+                ),
                 Kernel::LinearBackwardWeights => (
                     LINEAR_BACKWARD_WGSL,
                     "linear_backward_weights",
+                    &[
+                        (0, Uniform),
+                        (1, Read),
+                        (3, Read),
+                        (4, Read),
+                        (7, ReadWrite),
+                    ],
+                    Shape::PerItem,
+                ),
+                Kernel::LinearBackwardWeights8x8 => (
+                    LINEAR_BACKWARD_WGSL,
+                    "linear_backward_weights_8x8",
                     &[
                         (0, Uniform),
                         (1, Read),

@@ -5,7 +5,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{Dispatch, GpuBuffer, GpuContext};
 use crate::ops::linear::{
     linear_backward_cpu, linear_forward_cpu, Activation, LinearBackward, LinearBackwardBuffers,
-    LinearForward, LinearSpec,
+    LinearForward, LinearSpec, RegisterBlock,
 };
 
 /// Sizes of a network: input, hidden layers (tanh), output (identity).
@@ -158,14 +158,16 @@ impl MlpPlan {
         for (i, layer) in layers.iter().enumerate() {
             let linear = placement.linear(layer);
             let input = if i == 0 { x } else { &activations[i - 1] };
-            forward.push(LinearForward::new(
+            let block = RegisterBlock::choose(ctx, &linear);
+            forward.push(LinearForward::with_block(
                 ctx,
                 &linear,
                 input,
                 params,
                 &activations[i],
+                block,
             )?);
-            backward.push(LinearBackward::new(
+            backward.push(LinearBackward::with_block(
                 ctx,
                 &linear,
                 &LinearBackwardBuffers {
@@ -180,6 +182,7 @@ impl MlpPlan {
                     },
                     grads,
                 },
+                block,
             )?);
         }
         Ok(MlpPlan {

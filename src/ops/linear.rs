@@ -2,6 +2,8 @@
 //! and backward (dX; dW, db reduced over each agent's rows), on the GPU and
 //! as f64 CPU references.
 
+use std::sync::atomic::{AtomicU8, Ordering};
+
 use crate::error::{Error, Result};
 use crate::gpu::{Dispatch, GpuBuffer, GpuContext, Kernel, UniformBuffer};
 
@@ -109,6 +111,89 @@ impl LinearSpec {
     }
 }
 
+/// How many rows and outputs (or inputs, or columns) one invocation of a
+/// layer's forward or backward pass computes. Both blocks sum every value in
+/// the same order, so they give the same values; only their speed differs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum RegisterBlock {
+    /// 4 rows × 4 outputs (`linear_forward`): more invocations, for small
+    /// layers.
+    #[default]
+    B4x4,
+    /// 8 rows × 8 outputs (`linear_forward_8x8`): each load feeds 4 times as
+    /// many multiply-adds.
+    B8x8,
+}
+
+impl RegisterBlock {
+    fn forward(self) -> Kernel {
+        match self {
+            RegisterBlock::B4x4 => Kernel::LinearForward,
+            RegisterBlock::B8x8 => Kernel::LinearForward8x8,
+        }
+    }
+
+    fn backward_data(self) -> Kernel {
+        match self {
+            RegisterBlock::B4x4 => Kernel::LinearBackwardData,
+            RegisterBlock::B8x8 => Kernel::LinearBackwardData8x8,
+        }
+    }
+
+    fn backward_weights(self) -> Kernel {
+        match self {
+            RegisterBlock::B4x4 => Kernel::LinearBackwardWeights,
+            RegisterBlock::B8x8 => Kernel::LinearBackwardWeights8x8,
+        }
+    }
+
+    /// The block for a layer of `spec`'s shape on `ctx`'s adapter, unless
+    /// [`force_register_block`] says otherwise. Measured side by side
+    /// (`cargo bench --bench kernels`, Mesa 25 llvmpipe GL, 2 cores, a
+    /// 64 -> 64 tanh layer, the machine noisy, so ranges): at 1024 rows in
+    /// all (8 agents × 128) the forward a tie, the input gradient 0.7-1.5×
+    /// and the weight gradient 1.2-2×; at 4096 (8 × 512, 1 × 4096) and 8192
+    /// (64 × 128) the forward 1.3-2×, the input gradient 1.5-2.6×, the
+    /// weight gradient 1.2-1.7×; at 128 rows 4×4 wins the forward. Hardware adapters keep 4×4 (more invocations; not
+    /// measured here), as do layers narrower than a block.
+    pub fn choose(ctx: &GpuContext, spec: &LinearSpec) -> RegisterBlock {
+        match FORCED_BLOCK.load(Ordering::Relaxed) {
+            1 => return RegisterBlock::B4x4,
+            2 => return RegisterBlock::B8x8,
+            _ => {}
+        }
+        let wide = spec.in_dim >= 8 && spec.out_dim >= 8;
+        if ctx.adapter.is_software && wide && spec.rows() >= 1024 {
+            RegisterBlock::B8x8
+        } else {
+            RegisterBlock::B4x4
+        }
+    }
+
+    /// Rows (and outputs) per invocation.
+    pub fn size(self) -> usize {
+        match self {
+            RegisterBlock::B4x4 => 4,
+            RegisterBlock::B8x8 => 8,
+        }
+    }
+}
+
+/// 0: [`RegisterBlock::choose`] decides; 1: 4×4; 2: 8×8.
+static FORCED_BLOCK: AtomicU8 = AtomicU8::new(0);
+
+/// Makes every layer built from now on in this process use `block`
+/// (None: [`RegisterBlock::choose`] decides again). For benches that time
+/// both blocks side by side; the values are the same either way.
+pub fn force_register_block(block: Option<RegisterBlock>) {
+    let code = match block {
+        None => 0,
+        Some(RegisterBlock::B4x4) => 1,
+        Some(RegisterBlock::B8x8) => 2,
+    };
+    FORCED_BLOCK.store(code, Ordering::Relaxed);
+}
+
 /// The forward pass of one layer, bound to its buffers once.
 #[derive(Debug)]
 pub struct LinearForward {
@@ -125,16 +210,29 @@ impl LinearForward {
         params: &GpuBuffer<f32>,
         y: &GpuBuffer<f32>,
     ) -> Result<Self> {
+        Self::with_block(ctx, spec, x, params, y, RegisterBlock::default())
+    }
+
+    /// As [`LinearForward::new`], with `block` rows × outputs per invocation.
+    pub fn with_block(
+        ctx: &GpuContext,
+        spec: &LinearSpec,
+        x: &GpuBuffer<f32>,
+        params: &GpuBuffer<f32>,
+        y: &GpuBuffer<f32>,
+        block: RegisterBlock,
+    ) -> Result<Self> {
         const OP: &str = "linear_forward";
         spec.validate(OP)?;
         x.expect_len(OP, spec.rows() * spec.in_dim)?;
         params.expect_len(OP, spec.num_agents * spec.param_stride)?;
         y.expect_len(OP, spec.rows() * spec.out_dim)?;
         let dims = UniformBuffer::new(ctx, "linear_forward dims", &spec.dims());
-        let blocks = spec.num_agents * spec.rows_per_agent.div_ceil(4) * spec.out_dim.div_ceil(4);
+        let b = block.size();
+        let blocks = spec.num_agents * spec.rows_per_agent.div_ceil(b) * spec.out_dim.div_ceil(b);
         let dispatch = Dispatch::new(
             ctx,
-            Kernel::LinearForward,
+            block.forward(),
             &[dims.binding(), x.binding(), params.binding(), y.binding()],
             blocks as u64,
         )?;
@@ -197,7 +295,18 @@ impl LinearBackward {
         spec: &LinearSpec,
         buffers: &LinearBackwardBuffers<'_>,
     ) -> Result<Self> {
+        Self::with_block(ctx, spec, buffers, RegisterBlock::default())
+    }
+
+    /// As [`LinearBackward::new`], the data and weights passes in `block`s.
+    pub fn with_block(
+        ctx: &GpuContext,
+        spec: &LinearSpec,
+        buffers: &LinearBackwardBuffers<'_>,
+        block: RegisterBlock,
+    ) -> Result<Self> {
         const OP: &str = "linear_backward";
+        let b = block.size();
         spec.validate(OP)?;
         let rows = spec.rows();
         buffers.x.expect_len(OP, rows * spec.in_dim)?;
@@ -236,7 +345,7 @@ impl LinearBackward {
         let data = match buffers.dx {
             Some(dx) => Some(Dispatch::new(
                 ctx,
-                Kernel::LinearBackwardData,
+                block.backward_data(),
                 &[
                     dims.binding(),
                     buffers.params.binding(),
@@ -244,15 +353,15 @@ impl LinearBackward {
                     buffers.dy.binding(),
                     dx.binding(),
                 ],
-                (spec.num_agents * spec.rows_per_agent.div_ceil(4) * spec.in_dim.div_ceil(4))
+                (spec.num_agents * spec.rows_per_agent.div_ceil(b) * spec.in_dim.div_ceil(b))
                     as u64,
             )?),
             None => None,
         };
-        let blocks = spec.out_dim.div_ceil(4) * (spec.in_dim + 1).div_ceil(4);
+        let blocks = spec.out_dim.div_ceil(b) * (spec.in_dim + 1).div_ceil(b);
         let weights = Dispatch::new(
             ctx,
-            Kernel::LinearBackwardWeights,
+            block.backward_weights(),
             &[
                 dims.binding(),
                 buffers.x.binding(),
