@@ -318,6 +318,7 @@ fn eval(args: &EvalArgs) -> ppo_wgpu::Result<()> {
             })
         }
     };
+    check_fits_cartpole(&args.checkpoint, &checkpoint)?;
     let hidden: Vec<usize> = actor.iter().skip(1).map(|l| l.0).collect();
     let spec = ppo_wgpu::ppo::ActorCriticSpec::new(obs_dim, num_actions, &hidden)?;
     if spec.param_count() != checkpoint.params_per_agent()? {
@@ -366,6 +367,40 @@ fn eval(args: &EvalArgs) -> ppo_wgpu::Result<()> {
         );
     }
     Ok(())
+}
+
+/// A checkpoint's networks against CartPole-v1's spaces, before any work:
+/// an error naming what the checkpoint's networks take and give, and what
+/// the env needs.
+fn check_fits_cartpole(
+    path: &std::path::Path,
+    checkpoint: &ppo_wgpu::run::Checkpoint,
+) -> ppo_wgpu::Result<()> {
+    use ppo_wgpu::env::{NUM_ACTIONS, OBS_DIM};
+    let ends = |layers: &[(usize, usize)]| match (layers.first(), layers.last()) {
+        (Some(first), Some(last)) => Some((first.0, last.1)),
+        _ => None,
+    };
+    let actor = ends(&checkpoint.actor_layers);
+    let critic = ends(&checkpoint.critic_layers);
+    if actor == Some((OBS_DIM, NUM_ACTIONS)) && critic == Some((OBS_DIM, 1)) {
+        return Ok(());
+    }
+    let describe = |name: &str, ends: Option<(usize, usize)>, what: &str| match ends {
+        Some((i, o)) => {
+            let plural = if o == 1 { "" } else { "s" };
+            format!("{name} takes {i} inputs and gives {o} {what}{plural}")
+        }
+        None => format!("{name} has no layers"),
+    };
+    Err(ppo_wgpu::Error::Format {
+        path: path.to_path_buf(),
+        reason: format!(
+            "its {} and its {}; CartPole-v1 needs an actor of {OBS_DIM} inputs (cart position, cart velocity, pole angle, pole angular velocity) and {NUM_ACTIONS} actions (push left, push right), and a critic of {OBS_DIM} inputs and 1 value",
+            describe("actor", actor, "action"),
+            describe("critic", critic, "value"),
+        ),
+    })
 }
 
 /// One row of `ppo-wgpu bench`.

@@ -329,6 +329,53 @@ fn binary() -> Command {
     Command::new(env!("CARGO_BIN_EXE_ppo-wgpu"))
 }
 
+/// `eval` of a checkpoint whose networks do not fit CartPole (3 actions, 5
+/// inputs, a critic of 2 values) is refused before the adapter opens,
+/// naming what the env needs; before, the first ran and reported a return
+/// and the second failed with "CartPole::reset: tensor 'obs' has 25
+/// elements".
+#[test]
+fn eval_refuses_a_network_that_does_not_fit_the_env() {
+    use ppo_wgpu::run::{save_checkpoint, AgentState, Checkpoint};
+    let dir = scratch_dir("misfit");
+    type Layers = &'static [(usize, usize)];
+    let cases: [(Layers, Layers, &str); 3] = [
+        (&[(4, 8), (8, 3)], &[(4, 8), (8, 1)], "gives 3 actions"),
+        (&[(5, 8), (8, 2)], &[(5, 8), (8, 1)], "takes 5 inputs"),
+        (&[(4, 8), (8, 2)], &[(4, 8), (8, 2)], "gives 2 values"),
+    ];
+    for (k, (actor, critic, says)) in cases.into_iter().enumerate() {
+        let count: usize = actor.iter().chain(critic).map(|(i, o)| (i + 1) * o).sum();
+        let path = dir.join(format!("misfit{k}.safetensors"));
+        let checkpoint = Checkpoint {
+            actor_layers: actor.to_vec(),
+            critic_layers: critic.to_vec(),
+            agents: vec![AgentState {
+                params: (0..count).map(|i| (i as f32 * 0.1).sin()).collect(),
+                optimizer: None,
+            }],
+            ..Checkpoint::default()
+        };
+        save_checkpoint(&path, &checkpoint).unwrap();
+        let out = binary()
+            .args(["eval", "--episodes", "2", "--checkpoint"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(1), "{actor:?}: {stderr}{stdout}");
+        assert!(stderr.contains(says), "{actor:?}: {stderr}");
+        assert!(
+            stderr.contains("CartPole-v1 needs an actor of 4 inputs")
+                && stderr.contains("2 actions"),
+            "{stderr}"
+        );
+        assert!(!stdout.contains("mean return"), "{stdout}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn the_cli_names_bad_input_and_exits_nonzero() {
     let out = binary()

@@ -145,6 +145,17 @@ pub fn evaluate_env(
             format!("must divide the env count {num_envs}"),
         ));
     }
+    if spec.obs_dim != env.obs_dim() || spec.num_actions != env.num_actions() {
+        return Err(crate::Error::config(
+            "network",
+            format!("{} inputs, {} actions", spec.obs_dim, spec.num_actions),
+            format!(
+                "the env gives {} observations and takes {} actions",
+                env.obs_dim(),
+                env.num_actions()
+            ),
+        ));
+    }
     let episodes = num_envs / num_agents;
     let mut policy = Policy::new(ctx, spec, params, num_agents, episodes)?;
     let mut obs = vec![0.0; num_envs * spec.obs_dim];
