@@ -3,12 +3,11 @@
 use std::process::ExitCode;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
 
 mod meta_cli;
+mod stop;
 use ppo_wgpu::config::PpoConfig;
 use ppo_wgpu::env::CartPoleParams;
 use ppo_wgpu::gpu::threads::{self, SoftwareThreads};
@@ -196,7 +195,7 @@ fn adapters(args: &AdapterArgs) -> ppo_wgpu::Result<()> {
     Ok(())
 }
 
-fn train(args: &TrainArgs) -> ppo_wgpu::Result<()> {
+fn train(args: &TrainArgs) -> ppo_wgpu::Result<ExitCode> {
     let mut sets = args.sets.clone();
     let flags = [
         ("num_agents", args.num_agents.map(|v| v.to_string())),
@@ -245,15 +244,9 @@ fn train(args: &TrainArgs) -> ppo_wgpu::Result<()> {
         "{} agents x {} envs x {} steps, {} iterations, hidden {:?}",
         config.num_agents, config.num_envs, config.num_steps, sizes.num_iterations, config.hidden
     );
-    let stop = Arc::new(AtomicBool::new(false));
-    let handler_flag = stop.clone();
-    // First Ctrl-C: finish the iteration, save, exit. Second: exit now.
-    let _ = ctrlc::set_handler(move || {
-        if handler_flag.swap(true, Ordering::SeqCst) {
-            std::process::exit(130);
-        }
-        eprintln!("\nstopping after this iteration (Ctrl-C again to quit at once)...");
-    });
+    // First SIGINT or SIGTERM: finish the iteration, save, exit 130 / 143.
+    // Second: exit now.
+    let stop = stop::StopRequest::install("stopping after this iteration");
     let report = trainer::train(
         &config,
         &ctx,
@@ -261,7 +254,7 @@ fn train(args: &TrainArgs) -> ppo_wgpu::Result<()> {
             runs_root: args.runs_dir.clone(),
             resume: args.resume.clone(),
             progress: !args.quiet,
-            stop: Some(stop),
+            stop: Some(stop.flag()),
             max_iterations: None,
         },
     )?;
@@ -293,8 +286,9 @@ fn train(args: &TrainArgs) -> ppo_wgpu::Result<()> {
             report.iteration,
             report.run_dir.display()
         );
+        return Ok(stop.exit_code());
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
 fn eval(args: &EvalArgs) -> ppo_wgpu::Result<()> {
@@ -598,15 +592,15 @@ fn bench(args: &BenchArgs) -> ppo_wgpu::Result<()> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
-        Command::Adapters { adapter } => adapters(adapter),
+        Command::Adapters { adapter } => adapters(adapter).map(|()| ExitCode::SUCCESS),
         Command::Train(args) => train(args),
-        Command::Eval(args) => eval(args),
-        Command::Bench(args) => bench(args),
+        Command::Eval(args) => eval(args).map(|()| ExitCode::SUCCESS),
+        Command::Bench(args) => bench(args).map(|()| ExitCode::SUCCESS),
         Command::MetaTrain(args) => meta_cli::meta_train_command(args),
-        Command::MetaEval(args) => meta_cli::meta_eval_command(args),
+        Command::MetaEval(args) => meta_cli::meta_eval_command(args).map(|()| ExitCode::SUCCESS),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE

@@ -1,8 +1,7 @@
 //! The `meta-train` and `meta-eval` commands.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::process::ExitCode;
 
 use clap::Args;
 use ppo_wgpu::config::PpoConfig;
@@ -105,7 +104,7 @@ fn open_context(adapter: &AdapterArgs) -> Result<GpuContext> {
     Ok(ctx)
 }
 
-pub fn meta_train_command(args: &MetaTrainArgs) -> Result<()> {
+pub fn meta_train_command(args: &MetaTrainArgs) -> Result<ExitCode> {
     let family = parse_family(&args.family)?;
     let (ppo_sets, mut meta_sets) = split_sets(&args.sets)?;
     if let Some(method) = &args.method {
@@ -135,14 +134,7 @@ pub fn meta_train_command(args: &MetaTrainArgs) -> Result<()> {
         ppo.num_steps,
         ppo.hidden
     );
-    let stop = Arc::new(AtomicBool::new(false));
-    let handler_flag = stop.clone();
-    let _ = ctrlc::set_handler(move || {
-        if handler_flag.swap(true, Ordering::SeqCst) {
-            std::process::exit(130);
-        }
-        eprintln!("\nstopping after this outer step (Ctrl-C again to quit at once)...");
-    });
+    let stop = crate::stop::StopRequest::install("stopping after this outer step");
     let report = meta_train(
         &ppo,
         &meta,
@@ -150,7 +142,7 @@ pub fn meta_train_command(args: &MetaTrainArgs) -> Result<()> {
         &MetaTrainOptions {
             runs_root: args.runs_dir.clone(),
             progress: !args.quiet,
-            stop: Some(stop),
+            stop: Some(stop.flag()),
             baseline: !args.no_baseline,
         },
     )?;
@@ -162,8 +154,11 @@ pub fn meta_train_command(args: &MetaTrainArgs) -> Result<()> {
     if let Some(s) = report.multitask_wall_s {
         println!("multi-task baseline: {s:.1} s");
     }
-    if report.interrupted || args.no_eval {
-        return Ok(());
+    if report.interrupted {
+        return Ok(stop.exit_code());
+    }
+    if args.no_eval {
+        return Ok(ExitCode::SUCCESS);
     }
     evaluate_run(
         &ctx,
@@ -174,6 +169,7 @@ pub fn meta_train_command(args: &MetaTrainArgs) -> Result<()> {
         !args.quiet,
         ADAPTATION_NAME,
     )
+    .map(|()| ExitCode::SUCCESS)
 }
 
 pub fn meta_eval_command(args: &MetaEvalArgs) -> Result<()> {

@@ -681,6 +681,82 @@ fn the_readme_examples_run() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// The run folder under `root` of a training process started there, once
+/// its metrics.csv has `rows` rows (two minutes at most).
+fn wait_for_iterations(root: &Path, rows: usize) -> PathBuf {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no run under {} reached {rows} iterations",
+            root.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let Some(run) = std::fs::read_dir(root)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .next()
+        else {
+            continue;
+        };
+        if read_metrics(&run.join("metrics.csv"))
+            .unwrap_or_default()
+            .len()
+            >= rows
+        {
+            return run;
+        }
+    }
+}
+
+/// SIGTERM (what schedulers send) and SIGINT stop a run as Ctrl-C does:
+/// it finishes its iteration, saves its checkpoint (here with the default
+/// `checkpoint_every = 0`, so only the run's start was saved before) and exits 143 or
+/// 130, not 0, so a script can tell it from a finished run. Before,
+/// SIGTERM killed the run with nothing saved, and a Ctrl-C stop exited 0.
+#[cfg(unix)]
+#[test]
+fn sigterm_and_sigint_save_and_exit_with_the_signal_code() {
+    if ctx().is_none() {
+        return;
+    }
+    for (signal, code) in [("TERM", 143), ("INT", 130)] {
+        let root = scratch_dir(&format!("signal_{signal}"));
+        let child = binary()
+            .args([
+                "train",
+                "--quiet",
+                "--set",
+                "total_timesteps=20000000",
+                "--set",
+                "eval_every=0",
+                "--runs-dir",
+            ])
+            .arg(&root)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let run = wait_for_iterations(&root, 3);
+        let status = Command::new("kill")
+            .args([format!("-{signal}"), child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let out = child.wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "SIG{signal}: {stderr}");
+        assert!(stdout.contains("interrupted at iteration"), "{stdout}");
+        assert!(stderr.contains("stopping after this iteration"), "{stderr}");
+        let checkpoint = load_checkpoint(&run.join("checkpoint.safetensors")).unwrap();
+        let saved: usize = checkpoint.metadata["iteration"].parse().unwrap();
+        assert!(saved >= 3, "SIG{signal}: saved iteration {saved}");
+        let _ = std::fs::remove_dir_all(&root);
+    }
+}
+
 /// A run killed (SIGKILL) after a periodic checkpoint and resumed keeps its
 /// clock: the checkpoint holds the time spent so far, so `wall_s` in
 /// metrics.csv never goes back and the resumed run's summary counts both
@@ -710,23 +786,7 @@ fn time_spent_survives_a_kill_and_resume() {
         .spawn()
         .unwrap();
     // Wait for a few checkpointed iterations, then kill without warning.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    let run = loop {
-        assert!(std::time::Instant::now() < deadline, "no progress to kill");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-        let Some(run) = std::fs::read_dir(&root)
-            .unwrap()
-            .flatten()
-            .map(|e| e.path())
-            .next()
-        else {
-            continue;
-        };
-        let rows = read_metrics(&run.join("metrics.csv")).unwrap_or_default();
-        if rows.len() >= 20 {
-            break run;
-        }
-    };
+    let run = wait_for_iterations(&root, 20);
     child.kill().unwrap();
     child.wait().unwrap();
     let checkpoint = load_checkpoint(&run.join("checkpoint.safetensors")).unwrap();
