@@ -681,6 +681,28 @@ fn the_readme_examples_run() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// A default training process under `root` that checkpoints every
+/// iteration and does not evaluate, for tests that stop it.
+fn spawn_checkpointing_run(root: &Path, total_timesteps: u64) -> std::process::Child {
+    binary()
+        .args([
+            "train",
+            "--quiet",
+            "--set",
+            "checkpoint_every=1",
+            "--set",
+            &format!("total_timesteps={total_timesteps}"),
+            "--set",
+            "eval_every=0",
+            "--runs-dir",
+        ])
+        .arg(root)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
 /// The run folder under `root` of a training process started there, once
 /// its metrics.csv has `rows` rows (two minutes at most).
 fn wait_for_iterations(root: &Path, rows: usize) -> PathBuf {
@@ -757,6 +779,38 @@ fn sigterm_and_sigint_save_and_exit_with_the_signal_code() {
     }
 }
 
+/// A second process training into a run folder that one is training is
+/// refused before it reads or writes anything (two `--resume` of one run
+/// both ran before), and the lock ends with its process, even killed with
+/// SIGKILL.
+#[test]
+fn a_run_in_training_cannot_be_resumed_beside_itself() {
+    if ctx().is_none() {
+        return;
+    }
+    let root = scratch_dir("lock");
+    let mut child = spawn_checkpointing_run(&root, 20_000_000);
+    let run = wait_for_iterations(&root, 3);
+    let out = resume(&run);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("--resume") && stderr.contains("another ppo-wgpu process"),
+        "{stderr}"
+    );
+    let dir = ppo_wgpu::run::RunDir::open(&run).unwrap();
+    assert!(dir.lock("--resume").is_err(), "the lock is held");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let lock = dir
+        .lock("--resume")
+        .expect("a killed process releases its lock");
+    assert!(dir.lock("--resume").is_err(), "one holder at a time");
+    drop(lock);
+    dir.lock("--resume").expect("released when dropped");
+    let _ = std::fs::remove_dir_all(&root);
+}
+
 /// A run killed (SIGKILL) after a periodic checkpoint and resumed keeps its
 /// clock: the checkpoint holds the time spent so far, so `wall_s` in
 /// metrics.csv never goes back and the resumed run's summary counts both
@@ -768,23 +822,7 @@ fn time_spent_survives_a_kill_and_resume() {
         return;
     }
     let root = scratch_dir("kill");
-    let mut child = binary()
-        .args([
-            "train",
-            "--quiet",
-            "--set",
-            "checkpoint_every=1",
-            "--set",
-            "total_timesteps=2000000",
-            "--set",
-            "eval_every=0",
-            "--runs-dir",
-        ])
-        .arg(&root)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_checkpointing_run(&root, 2_000_000);
     // Wait for a few checkpointed iterations, then kill without warning.
     let run = wait_for_iterations(&root, 20);
     child.kill().unwrap();

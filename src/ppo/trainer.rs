@@ -289,7 +289,9 @@ pub fn train(config: &PpoConfig, ctx: &GpuContext, options: &TrainOptions) -> Re
         EnvDevice::Gpu => Envs::Device(GpuCartPole::new(ctx, env_config, config.num_steps)?),
     };
 
-    let (run, start_iteration, mut global_step, mut progress, mut csv) = match &options.resume {
+    let (run, _lock, start_iteration, mut global_step, mut progress, mut csv) = match &options
+        .resume
+    {
         None => {
             let unix_time = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -302,6 +304,7 @@ pub fn train(config: &PpoConfig, ctx: &GpuContext, options: &TrainOptions) -> Re
                 config.seed,
                 unix_time,
             )?;
+            let lock = run.lock("--runs-dir")?;
             write_atomic(&run.config_path(), config.to_toml()?.as_bytes())?;
             gpu.set_params(ctx, &initial_params(&spec, p_count, config.seed))?;
             match &mut envs {
@@ -316,10 +319,13 @@ pub fn train(config: &PpoConfig, ctx: &GpuContext, options: &TrainOptions) -> Re
                 ..Progress::default()
             };
             let csv = MetricsCsv::create(&run.metrics_path(), &METRICS_COLUMNS)?;
-            (run, 1, 0u64, progress, csv)
+            (run, lock, 1, 0u64, progress, csv)
         }
         Some(dir) => {
             let run = RunDir::open(dir)?;
+            // Before reading anything: a second `--resume` of a run that is
+            // training is refused, not run beside it.
+            let lock = run.lock("--resume")?;
             let path = run.checkpoint_path();
             let checkpoint = load_checkpoint(&path)?;
             if checkpoint.agents.len() != p_count
@@ -390,7 +396,7 @@ pub fn train(config: &PpoConfig, ctx: &GpuContext, options: &TrainOptions) -> Re
             }
             write_atomic(&run.metrics_path(), text.as_bytes())?;
             let csv = MetricsCsv::open_append(&run.metrics_path(), &METRICS_COLUMNS)?;
-            (run, iteration + 1, global_step, progress, csv)
+            (run, lock, iteration + 1, global_step, progress, csv)
         }
     };
 

@@ -33,6 +33,10 @@ pub const CHECKPOINT_FILE: &str = "checkpoint.safetensors";
 pub const SUMMARY_FILE: &str = "summary.json";
 /// Episodic return against global step.
 pub const PLOT_FILE: &str = "learning_curve.svg";
+/// The lock a training process holds on its run folder (empty; the
+/// operating system's file lock is what counts, and it ends with the
+/// process, however it ends).
+pub const LOCK_FILE: &str = ".lock";
 
 /// One run's folder, `{root}/{env_id}__{exp_name}__{seed}__{unix_time}`
 /// (CleanRL's naming, so existing TensorBoard / W&B habits carry over).
@@ -119,6 +123,39 @@ impl RunDir {
     pub fn plot_path(&self) -> PathBuf {
         self.path.join(PLOT_FILE)
     }
+
+    /// Takes the folder's lock for as long as the returned guard lives, so
+    /// two processes never train into one run folder (two `--resume` of the
+    /// same run, say); an error naming `field` (the flag that chose the
+    /// folder) when another process holds it. The lock is the operating
+    /// system's, so a process killed in any way releases it.
+    pub fn lock(&self, field: &str) -> Result<RunLock> {
+        let path = self.path.join(LOCK_FILE);
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|source| io_error(&path, source))?;
+        match file.try_lock() {
+            Ok(()) => Ok(RunLock { _file: file }),
+            Err(fs::TryLockError::WouldBlock) => Err(Error::config(
+                field,
+                self.path.display(),
+                format!(
+                    "another ppo-wgpu process is training this run (it holds {}); wait for it to end or stop it",
+                    path.display()
+                ),
+            )),
+            Err(fs::TryLockError::Error(source)) => Err(io_error(&path, source)),
+        }
+    }
+}
+
+/// A run folder's lock ([`RunDir::lock`]), released when dropped.
+#[derive(Debug)]
+pub struct RunLock {
+    _file: File,
 }
 
 /// Replaces `path` with `bytes` so that readers (and a crash at any moment)
