@@ -222,7 +222,9 @@ fn train(args: &TrainArgs) -> ppo_wgpu::Result<ExitCode> {
                     "a resumed run keeps its own config; drop --preset/--config/--set and the setting flags",
                 ));
             }
-            trainer::load_run_config(&ppo_wgpu::run::RunDir::open(dir)?)?
+            let run = ppo_wgpu::run::RunDir::open(dir)?;
+            trainer::check_resumable(&run)?;
+            trainer::load_run_config(&run)?
         }
         None => PpoConfig::resolve(args.preset.as_deref(), args.config.as_deref(), &sets)?,
     };
@@ -488,7 +490,10 @@ fn bench(args: &BenchArgs) -> ppo_wgpu::Result<()> {
     if ctx.adapter.is_software {
         eprintln!("software threads: {}", threads.describe());
     }
-    let runs_root = std::env::temp_dir().join(format!("ppo-wgpu-bench-{}", std::process::id()));
+    // Removed on every way out of this function (and, if this process is
+    // killed, by the next bench).
+    let scratch = ppo_wgpu::run::ScratchDir::new(&std::env::temp_dir(), "ppo-wgpu-bench")?;
+    let runs_root = scratch.path().to_path_buf();
     let mut rows = Vec::new();
     println!(
         "{:<8} {:>4} {:>6} {:>10} {:>8} {:>12} {:>12} {:>17} {:>12} {:>22} {:>10} {:>10} {:>10} {:>9} {:>10} {:>8}",
@@ -578,7 +583,7 @@ fn bench(args: &BenchArgs) -> ppo_wgpu::Result<()> {
         );
         rows.push(row);
     }
-    let _ = std::fs::remove_dir_all(&runs_root);
+    drop(scratch);
     if let Some(path) = &args.json {
         let text = serde_json::to_string_pretty(&rows).map_err(|e| ppo_wgpu::Error::Format {
             path: path.clone(),

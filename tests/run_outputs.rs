@@ -615,3 +615,42 @@ fn summary_round_trips_and_tolerates_missing_fields() {
     std::fs::write(&path, "{").unwrap();
     assert!(matches!(read_summary(&path), Err(Error::Format { .. })));
 }
+
+/// A scratch folder goes when dropped; a later one removes the folders of
+/// dead owners (their lock free), and keeps live ones and folders without
+/// a lock file.
+#[test]
+fn scratch_folders_are_removed_and_dead_ones_cleaned() {
+    use ppo_wgpu::run::{ScratchDir, LOCK_FILE};
+    let parent = std::env::temp_dir().join(format!("ppo_wgpu_scratch_{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&parent);
+    std::fs::create_dir_all(&parent).unwrap();
+    let scratch = ScratchDir::new(&parent, "bench").unwrap();
+    let path = scratch.path().to_path_buf();
+    assert!(path.is_dir());
+    std::fs::write(path.join("file"), b"x").unwrap();
+    drop(scratch);
+    assert!(!path.exists(), "dropped scratch folder still there");
+
+    let dead = parent.join("bench-4000001");
+    let live = parent.join("bench-4000002");
+    let foreign = parent.join("bench-notes");
+    for dir in [&dead, &live, &foreign] {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(dir.join("data"), b"x").unwrap();
+    }
+    std::fs::write(dead.join(LOCK_FILE), b"").unwrap();
+    let held = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(live.join(LOCK_FILE))
+        .unwrap();
+    held.try_lock().unwrap();
+    let scratch = ScratchDir::new(&parent, "bench").unwrap();
+    assert!(!dead.exists(), "a dead owner's folder is left");
+    assert!(live.exists() && foreign.exists());
+    drop(scratch);
+    drop(held);
+    let _ = std::fs::remove_dir_all(&parent);
+}

@@ -779,6 +779,31 @@ fn sigterm_and_sigint_save_and_exit_with_the_signal_code() {
     }
 }
 
+/// Resuming a run folder with no checkpoint (a run killed in its first
+/// milliseconds) says there is nothing to resume, before the adapter opens.
+#[test]
+fn resuming_a_run_with_no_checkpoint_says_so() {
+    let root = scratch_dir("empty_run");
+    for with_config in [false, true] {
+        if with_config {
+            std::fs::write(
+                root.join("config.toml"),
+                PpoConfig::default().to_toml().unwrap(),
+            )
+            .unwrap();
+        }
+        let out = resume(&root);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains("--resume") && stderr.contains("nothing to resume"),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("adapter:"), "{stderr}");
+    }
+    let _ = std::fs::remove_dir_all(&root);
+}
+
 /// A second process training into a run folder that one is training is
 /// refused before it reads or writes anything (two `--resume` of one run
 /// both ran before), and the lock ends with its process, even killed with
@@ -827,6 +852,12 @@ fn time_spent_survives_a_kill_and_resume() {
     let run = wait_for_iterations(&root, 20);
     child.kill().unwrap();
     child.wait().unwrap();
+    // What a kill during a checkpoint write leaves; the resume removes it
+    // (it was left forever), and keeps a file that only looks alike.
+    let stale = run.join(".checkpoint.safetensors.tmp.4194305.7");
+    let kept = run.join(".notes.tmp.txt");
+    std::fs::write(&stale, b"half a checkpoint").unwrap();
+    std::fs::write(&kept, b"mine").unwrap();
     let checkpoint = load_checkpoint(&run.join("checkpoint.safetensors")).unwrap();
     let saved: usize = checkpoint.metadata["iteration"].parse().unwrap();
     let progress: serde_json::Value =
@@ -845,6 +876,8 @@ fn time_spent_survives_a_kill_and_resume() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    assert!(!stale.exists(), "the stale temporary file is still there");
+    assert!(kept.exists());
     let rows = read_metrics(&run.join("metrics.csv")).unwrap();
     for pair in rows.windows(2) {
         assert!(

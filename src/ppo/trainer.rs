@@ -235,6 +235,23 @@ fn json_metadata<T: serde::de::DeserializeOwned>(
 }
 
 /// Loads the resolved config a run folder was started with.
+/// An error naming `--resume` where `run` has no checkpoint to resume
+/// from (a run killed before its first one, written as it starts, leaves
+/// a folder with at most its config).
+pub fn check_resumable(run: &RunDir) -> Result<()> {
+    if run.checkpoint_path().exists() {
+        return Ok(());
+    }
+    Err(Error::config(
+        "--resume",
+        run.path().display(),
+        format!(
+            "the folder has no {}: the run stopped before its first checkpoint (written as it starts), so there is nothing to resume; start a new run",
+            crate::run::CHECKPOINT_FILE
+        ),
+    ))
+}
+
 pub fn load_run_config(run: &RunDir) -> Result<PpoConfig> {
     PpoConfig::resolve(None, Some(&run.config_path()), &[])
 }
@@ -326,6 +343,8 @@ pub fn train(config: &PpoConfig, ctx: &GpuContext, options: &TrainOptions) -> Re
             // Before reading anything: a second `--resume` of a run that is
             // training is refused, not run beside it.
             let lock = run.lock("--resume")?;
+            run.remove_stale_temporaries(&lock)?;
+            check_resumable(&run)?;
             let path = run.checkpoint_path();
             let checkpoint = load_checkpoint(&path)?;
             if checkpoint.agents.len() != p_count

@@ -131,12 +131,7 @@ impl RunDir {
     /// system's, so a process killed in any way releases it.
     pub fn lock(&self, field: &str) -> Result<RunLock> {
         let path = self.path.join(LOCK_FILE);
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|source| io_error(&path, source))?;
+        let file = open_lock_file(&path)?;
         match file.try_lock() {
             Ok(()) => Ok(RunLock { _file: file }),
             Err(fs::TryLockError::WouldBlock) => Err(Error::config(
@@ -152,10 +147,118 @@ impl RunDir {
     }
 }
 
+/// Opens (creating it, never truncating it) a file to take a lock on.
+fn open_lock_file(path: &Path) -> Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(|source| io_error(path, source))
+}
+
 /// A run folder's lock ([`RunDir::lock`]), released when dropped.
 #[derive(Debug)]
 pub struct RunLock {
     _file: File,
+}
+
+/// Whether `name` is one of [`write_atomic`]'s temporary files
+/// (`.NAME.tmp.PID.N`).
+fn is_atomic_temporary(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix('.') else {
+        return false;
+    };
+    let mut parts = rest.rsplitn(4, '.');
+    let (Some(n), Some(pid), Some(tmp), Some(_)) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
+    tmp == "tmp" && n.parse::<u64>().is_ok() && pid.parse::<u32>().is_ok()
+}
+
+impl RunDir {
+    /// Removes the temporary files a write cut short left (a process killed
+    /// while it wrote a checkpoint); the lock proves no other process is
+    /// writing here. Returns how many it removed.
+    pub fn remove_stale_temporaries(&self, _lock: &RunLock) -> Result<usize> {
+        let entries = fs::read_dir(&self.path).map_err(|source| io_error(&self.path, source))?;
+        let mut removed = 0;
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            if name.to_str().is_some_and(is_atomic_temporary)
+                && entry.file_type().is_ok_and(|t| t.is_file())
+            {
+                let path = entry.path();
+                fs::remove_file(&path).map_err(|source| io_error(&path, source))?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+}
+
+/// A folder for a command's scratch runs (`ppo-wgpu bench`), removed when
+/// dropped, on every return and unwinding path. It holds a lock for its
+/// life, so a later process can tell a folder whose owner died (killed,
+/// say) from one in use: [`ScratchDir::new`] removes the dead ones.
+#[derive(Debug)]
+pub struct ScratchDir {
+    path: PathBuf,
+    lock: Option<File>,
+}
+
+impl ScratchDir {
+    /// Creates `parent/PREFIX-PID`, first removing any `PREFIX-*` folder
+    /// under `parent` whose lock no process holds.
+    pub fn new(parent: &Path, prefix: &str) -> Result<ScratchDir> {
+        if let Ok(entries) = fs::read_dir(parent) {
+            for entry in entries.flatten() {
+                let name = entry.file_name();
+                let ours = name
+                    .to_str()
+                    .is_some_and(|n| n.starts_with(&format!("{prefix}-")));
+                if ours && entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    let lock = entry.path().join(LOCK_FILE);
+                    // Only a folder with a lock file nobody holds is
+                    // known to be dead; anything else is left alone.
+                    if let Ok(file) = OpenOptions::new().write(true).open(&lock) {
+                        let dead = file.try_lock().is_ok();
+                        drop(file);
+                        if dead {
+                            let _ = fs::remove_dir_all(entry.path());
+                        }
+                    }
+                }
+            }
+        }
+        let path = parent.join(format!("{prefix}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&path);
+        fs::create_dir_all(&path).map_err(|source| io_error(&path, source))?;
+        let lock_path = path.join(LOCK_FILE);
+        let lock = open_lock_file(&lock_path)?;
+        lock.try_lock().map_err(|e| Error::Io {
+            path: lock_path.clone(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        Ok(ScratchDir {
+            path,
+            lock: Some(lock),
+        })
+    }
+
+    /// The folder itself.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        self.lock.take();
+        let _ = fs::remove_dir_all(&self.path);
+    }
 }
 
 /// Replaces `path` with `bytes` so that readers (and a crash at any moment)
