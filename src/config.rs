@@ -574,9 +574,19 @@ fn parse_set(item: &str, table: &toml::Table) -> Result<(String, toml::Value)> {
         return Err(unknown_key(key, raw));
     }
     let parsed = parse_toml_value(raw);
+    let is_string = table.get(key).is_some_and(toml::Value::is_str);
+    if parsed.is_none() && !is_string && raw.parse::<i128>().is_ok() {
+        // TOML integers are 64-bit signed: 18446744073709551615 would
+        // otherwise be read as a string and refused as "invalid type".
+        return Err(Error::config(
+            key,
+            raw,
+            format!("over the largest integer a config holds, {}", i64::MAX),
+        ));
+    }
     let value = if key == "hidden" && !raw.starts_with('[') {
         parse_width_list(raw)?
-    } else if table.get(key).is_some_and(toml::Value::is_str) {
+    } else if is_string {
         match parsed {
             Some(toml::Value::String(s)) => toml::Value::String(s),
             _ => toml::Value::String(raw.to_string()),
@@ -621,14 +631,19 @@ fn parse_width_list(raw: &str) -> Result<toml::Value> {
 /// The error for a key that is not a field, with the closest field name when
 /// it is within edit distance 3, else the list of valid keys.
 fn unknown_key(key: &str, value: &str) -> Error {
-    let closest = FIELD_NAMES
+    unknown_key_among(key, value, &FIELD_NAMES)
+}
+
+/// [`unknown_key`] among `names` (meta-train's keys and the PPO config's).
+pub fn unknown_key_among(key: &str, value: &str, names: &[&str]) -> Error {
+    let closest = names
         .iter()
         .map(|name| (edit_distance(key, name), *name))
         .min()
         .filter(|(distance, _)| *distance <= 3);
     let reason = match closest {
         Some((_, name)) => format!("unknown key; did you mean `{name}`?"),
-        None => format!("unknown key; valid keys: {}", FIELD_NAMES.join(", ")),
+        None => format!("unknown key; valid keys: {}", names.join(", ")),
     };
     Error::config(key, value, reason)
 }

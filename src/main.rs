@@ -230,6 +230,9 @@ fn train(args: &TrainArgs) -> ppo_wgpu::Result<ExitCode> {
     };
     // Every config error is reported before the adapter is touched.
     config.validate()?;
+    if args.resume.is_none() {
+        ppo_wgpu::run::check_runs_root(&args.runs_dir)?;
+    }
     // Before the driver loads (it reads LP_NUM_THREADS once) and before the
     // Ctrl-C handler's thread starts.
     let threads = threads::apply(config.software_threads, &config.thread_workload());

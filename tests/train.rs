@@ -401,8 +401,18 @@ fn the_cli_names_bad_input_and_exits_nonzero() {
         "valid presets are listed"
     );
 
-    let refused: [(&[&str], &str); 7] = [
+    let refused: [(&[&str], &str); 9] = [
         (&["bench", "--env-devices", "cpu,tpu"], "env_device"),
+        // Issue 16 item 10: once "invalid type: string", and a meta key's
+        // typo listed only the PPO keys.
+        (
+            &["train", "--seed", "18446744073709551615"],
+            "seed = 18446744073709551615: over the largest integer",
+        ),
+        (
+            &["meta-train", "--family", "cartpole", "--set", "meta_btch=4"],
+            "did you mean `meta_batch`?",
+        ),
         // Counts that size allocations (these once panicked or aborted).
         (
             &["train", "--set", "eval_episodes=9223372036854775807"],
@@ -459,6 +469,21 @@ fn the_cli_names_bad_input_and_exits_nonzero() {
             "force_mag",
         ),
     ];
+    // A --runs-dir that is a file: once only "File exists (os error 17)".
+    let file = scratch_dir("runs_dir_file").join("a_file");
+    std::fs::write(&file, b"").unwrap();
+    let out = binary()
+        .args(["train", "--runs-dir"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("--runs-dir") && stderr.contains("is a file, not a folder"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("adapter:"), "{stderr}");
     for (args, field) in refused {
         let out = binary().args(args).output().unwrap();
         assert!(!out.status.success(), "{args:?}");

@@ -521,8 +521,11 @@ pub fn split_sets(sets: &[String]) -> Result<(Vec<String>, Vec<MetaSet>)> {
                     .and_then(|mut doc| doc.remove("value"));
             let value = parsed.unwrap_or_else(|| toml::Value::String(raw.to_string()));
             meta.push((key.to_string(), value));
-        } else {
+        } else if crate::config::FIELD_NAMES.contains(&key) {
             ppo.push(item.clone());
+        } else {
+            let names = [&META_FIELD_NAMES[..], &crate::config::FIELD_NAMES[..]].concat();
+            return Err(crate::config::unknown_key_among(key, raw, &names));
         }
     }
     Ok((ppo, meta))

@@ -59,6 +59,7 @@ impl RunDir {
     ) -> Result<RunDir> {
         check_name("env_id", env_id)?;
         check_name("exp_name", exp_name)?;
+        check_runs_root(root)?;
         fs::create_dir_all(root).map_err(|source| io_error(root, source))?;
         let name = format!("{env_id}__{exp_name}__{seed}__{unix_time}");
         const ATTEMPTS: usize = 1000;
@@ -144,6 +145,23 @@ impl RunDir {
             )),
             Err(fs::TryLockError::Error(source)) => Err(io_error(&path, source)),
         }
+    }
+}
+
+/// An error naming `--runs-dir` where `root`, or a folder it would be
+/// created in, is a file (checked before any work; creating it would say
+/// only "File exists").
+pub fn check_runs_root(root: &Path) -> Result<()> {
+    match root.ancestors().find(|p| p.exists() && !p.is_dir()) {
+        None => Ok(()),
+        Some(file) => Err(Error::config(
+            "--runs-dir",
+            root.display(),
+            format!(
+                "{} is a file, not a folder; --runs-dir names the folder that holds the run folders",
+                file.display()
+            ),
+        )),
     }
 }
 
