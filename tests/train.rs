@@ -401,8 +401,19 @@ fn the_cli_names_bad_input_and_exits_nonzero() {
         "valid presets are listed"
     );
 
-    let refused: [(&[&str], &str); 9] = [
+    let refused: [(&[&str], &str); 10] = [
         (&["bench", "--env-devices", "cpu,tpu"], "env_device"),
+        // Once blamed on total_timesteps alone, a key the user never set.
+        (
+            &[
+                "meta-train",
+                "--family",
+                "cartpole",
+                "--set",
+                "meta_batch=20000",
+            ],
+            "multi-task baseline, one agent with num_envs × meta_batch",
+        ),
         // Issue 16 item 10: once "invalid type: string", and a meta key's
         // typo listed only the PPO keys.
         (

@@ -117,7 +117,12 @@ pub fn multitask_config(ppo: &PpoConfig, meta: &MetaConfig) -> Result<PpoConfig>
         num_envs: ppo.num_envs.saturating_mul(meta.meta_batch),
         ..ppo.clone()
     };
-    config.validate()?;
+    config.validate().map_err(|e| {
+        e.with_note(format_args!(
+            "in the multi-task baseline, one agent with num_envs × meta_batch = {} × {} envs; --no-baseline skips it",
+            ppo.num_envs, meta.meta_batch
+        ))
+    })?;
     Ok(config)
 }
 
