@@ -251,8 +251,11 @@ impl ScratchDir {
                 }
             }
         }
+        // A folder of this PID left by a dead process went with the others
+        // above; one still held (a process of the same PID in another PID
+        // namespace sharing this folder) makes the lock below fail rather
+        // than being deleted under it.
         let path = parent.join(format!("{prefix}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&path);
         fs::create_dir_all(&path).map_err(|source| io_error(&path, source))?;
         let lock_path = path.join(LOCK_FILE);
         let lock = open_lock_file(&lock_path)?;
