@@ -1,9 +1,11 @@
-//! Replays Gymnasium CartPole-v1 recordings in the Rust `CartPole`.
+//! Replays Gymnasium recordings (CartPole-v1, Acrobot-v1, MountainCar-v0,
+//! MountainCarContinuous-v0, Pendulum-v1; the file's `env_id` selects the
+//! env) in the crate's host envs.
 //!
 //! `cargo run --release --example replay_gym -- FILE.json`
 //!
-//! FILE.json comes from `scripts/gen_cartpole_golden.py`. Prints the worst
-//! absolute observation error and the number of flag and reward mismatches;
+//! FILE.json comes from `scripts/gen_golden.py` or is written in its schema.
+//! Prints the worst absolute observation error and the number of flag and reward mismatches;
 //! exits with 1 when the replay is off beyond tolerance or the file cannot be
 //! read, and 2 on a usage error.
 

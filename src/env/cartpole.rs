@@ -10,7 +10,7 @@
 //! approximation would differ in the last bit, and the unstable pole grows a
 //! one-ulp difference to about 5e-2 within 500 steps.
 
-use super::vec_env::{EpisodeStats, StepOut, VecEnv};
+use super::vec_env::{reset_unit, EpisodeStats, StepOut, VecEnv};
 use crate::{Error, Result};
 
 /// Observation components: cart position, cart velocity, pole angle, pole
@@ -554,19 +554,4 @@ fn invalid_env(
         value: value.to_string(),
         reason: reason.into(),
     }
-}
-
-/// Uniform in [0, 1) for draw `draw` of env `env` under `seed`: SplitMix64's
-/// output function applied to a counter, keyed by seed and env.
-fn reset_unit(seed: u64, env: u64, draw: u64) -> f64 {
-    const GAMMA: u64 = 0x9E37_79B9_7F4A_7C15;
-    let key = splitmix64_mix(splitmix64_mix(seed) ^ env);
-    let bits = splitmix64_mix(key.wrapping_add(draw.wrapping_add(1).wrapping_mul(GAMMA)));
-    (bits >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
-}
-
-fn splitmix64_mix(z: u64) -> u64 {
-    let z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    let z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }

@@ -243,3 +243,18 @@ impl EpisodeTracker {
         self.finished.clear();
     }
 }
+
+/// Uniform in [0, 1) for draw `draw` of env `env` under `seed`: SplitMix64's
+/// output function applied to a counter, keyed by seed and env.
+pub(crate) fn reset_unit(seed: u64, env: u64, draw: u64) -> f64 {
+    const GAMMA: u64 = 0x9E37_79B9_7F4A_7C15;
+    let key = splitmix64_mix(splitmix64_mix(seed) ^ env);
+    let bits = splitmix64_mix(key.wrapping_add(draw.wrapping_add(1).wrapping_mul(GAMMA)));
+    (bits >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+}
+
+fn splitmix64_mix(z: u64) -> u64 {
+    let z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    let z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}

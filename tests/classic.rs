@@ -1,0 +1,354 @@
+//! Acrobot-v1, MountainCar-v0, MountainCarContinuous-v0 and Pendulum-v1
+//! against Gymnasium's recordings (`scripts/gen_golden.py`), and the
+//! batch's auto-reset, determinism and input validation.
+
+use std::path::PathBuf;
+
+use ppo_wgpu::env::golden::{self, replay_file, GoldenAction, OBS_TOLERANCE};
+use ppo_wgpu::env::{
+    Acrobot, AcrobotParams, EpisodeStats, MountainCar, MountainCarContinuous, MountainCarParams,
+    Pendulum, PendulumParams, StepOut, VecEnv,
+};
+use ppo_wgpu::Error;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+fn data(name: &str) -> String {
+    format!(
+        "{}/tests/data/{name}_golden.json",
+        env!("CARGO_MANIFEST_DIR")
+    )
+}
+
+/// Replays a recording and checks it exercises what it should: at least
+/// `terminations` and `truncations` episode ends, and for continuous envs
+/// actions beyond the bounds.
+fn check_replay(name: &str, env_id: &str, terminations: usize, truncations: usize) {
+    let path = data(name);
+    let recording = golden::load(&path).unwrap();
+    assert_eq!(recording.env_id, env_id);
+    let count = |flags: fn(&golden::GoldenTrajectory) -> &Vec<bool>| -> usize {
+        let trajectories = recording.trajectories.iter();
+        trajectories
+            .map(|t| flags(t).iter().filter(|&&f| f).count())
+            .sum()
+    };
+    assert!(
+        count(|t| &t.terminated) >= terminations,
+        "{name}: too few terminations"
+    );
+    assert!(
+        count(|t| &t.truncated) >= truncations,
+        "{name}: too few truncations"
+    );
+
+    let report = replay_file(&path).unwrap();
+    let steps: usize = recording.trajectories.iter().map(|t| t.actions.len()).sum();
+    assert_eq!(report.steps, steps);
+    assert!(report.max_obs_error <= OBS_TOLERANCE, "{name}: {report:?}");
+    assert_eq!(report.flag_mismatches, 0, "{name}: {report:?}");
+    assert_eq!(report.reward_mismatches, 0, "{name}: {report:?}");
+    // With glibc's libm (the one numpy used for the recording) the replay is
+    // bit-exact. That is stricter than the tolerance: computing
+    // MountainCarContinuous in float64 throughout, not with numpy's float32
+    // scalars, stays within 1e-5 but is not exact.
+    if cfg!(all(target_os = "linux", target_env = "gnu")) {
+        assert_eq!(report.max_obs_error, 0.0, "{name}: {report:?}");
+    }
+}
+
+#[test]
+fn acrobot_replays_gymnasium() {
+    check_replay("acrobot", "Acrobot-v1", 20, 2);
+}
+
+#[test]
+fn mountain_car_replays_gymnasium() {
+    check_replay("mountain_car", "MountainCar-v0", 5, 2);
+}
+
+#[test]
+fn mountain_car_continuous_replays_gymnasium() {
+    check_replay("mountain_car_continuous", "MountainCarContinuous-v0", 5, 2);
+    // The recording clips actions (beyond ±1) and hits the left wall.
+    let recording = golden::load(data("mountain_car_continuous")).unwrap();
+    let beyond = recording
+        .trajectories
+        .iter()
+        .flat_map(|t| &t.actions)
+        .any(|a| matches!(a, GoldenAction::Continuous(v) if v[0].abs() > 1.0));
+    assert!(beyond, "no out-of-bound action recorded");
+    let at_wall = recording
+        .trajectories
+        .iter()
+        .flat_map(|t| &t.obs)
+        .any(|o| o[0] as f32 == -1.2);
+    assert!(at_wall, "the left wall is never reached");
+}
+
+#[test]
+fn pendulum_replays_gymnasium() {
+    check_replay("pendulum", "Pendulum-v1", 0, 8);
+    let recording = golden::load(data("pendulum")).unwrap();
+    let at_max_speed = recording
+        .trajectories
+        .iter()
+        .flat_map(|t| &t.obs)
+        .any(|o| o[2].abs() == 8.0);
+    assert!(at_max_speed, "the speed limit is never reached");
+}
+
+fn write_temp(name: &str, text: &str) -> PathBuf {
+    let path = std::env::temp_dir().join(format!(
+        "ppo_wgpu_classic_{}_{name}.json",
+        std::process::id()
+    ));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn replay_accepts_numbers_strings_and_a_trailing_reset() {
+    // Two MountainCar steps at the goal's edge: the first ends the episode,
+    // and the recorder's reset after it has no steps after it.
+    let reset = |step: usize, state: &str| format!(r#"{{"step": {step}, "state64": {state}}}"#);
+    let mut env = MountainCar::new(1).unwrap();
+    env.set_state(0, &[0.49, 0.02]).unwrap();
+    let mut out = StepOut::new(1, 2);
+    env.step(&[2], &mut out).unwrap();
+    assert_eq!(out.terminated, [1]);
+    let obs = format!("[{}, {}]", out.final_obs[0], out.final_obs[1]);
+    for state in ["[0.49, 0.02]", r#"["0.49", "0.02"]"#] {
+        let text = format!(
+            r#"{{"env_id": "MountainCar-v0", "trajectories": [{{"resets": [{}, {}],
+              "actions": [2], "obs": [{obs}], "reward": [-1.0],
+              "terminated": [true], "truncated": [false]}}]}}"#,
+            reset(0, state),
+            reset(1, "[-0.5, 0.0]"),
+        );
+        let path = write_temp("trailing", &text);
+        let report = replay_file(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert!(report.passed(), "{report:?}");
+        assert_eq!((report.steps, report.episodes), (1, 1));
+    }
+}
+
+#[test]
+fn replay_refuses_unknown_envs_and_mismatched_recordings() {
+    let cases = [
+        (
+            r#"{"env_id": "LunarLander-v3", "trajectories": []}"#,
+            "known: CartPole-v1, Acrobot-v1, MountainCar-v0, MountainCarContinuous-v0, Pendulum-v1",
+        ),
+        (
+            r#"{"env_id": "Pendulum-v1", "trajectories": [{"resets": [{"step": 0, "state64": [0.1, 0.0]}],
+               "actions": [1], "obs": [[1, 0, 0]], "reward": [0], "terminated": [false], "truncated": [false]}]}"#,
+            "this env's actions are lists of 1 floats",
+        ),
+        (
+            r#"{"env_id": "Acrobot-v1", "trajectories": [{"resets": [{"step": 0, "state64": [0.1, 0.0]}],
+               "actions": [1], "obs": [[1, 0, 1, 0, 0, 0]], "reward": [-1], "terminated": [false], "truncated": [false]}]}"#,
+            "expected 4",
+        ),
+        (
+            r#"{"env_id": "MountainCar-v0", "trajectories": [{"resets": [{"step": 0, "state64": [-0.5, 0.0]}],
+               "actions": [1], "obs": [[1, 0, 1]], "reward": [-1], "terminated": [false], "truncated": [false]}]}"#,
+            "obs at step 0 has 3 components, the env has 2",
+        ),
+        (
+            r#"{"env_id": "MountainCar-v0", "trajectories": [{"resets": [{"step": 0, "state64": [-0.5, 0.0]}],
+               "actions": [3], "obs": [[1, 0]], "reward": [-1], "terminated": [false], "truncated": [false]}]}"#,
+            "must be below 3",
+        ),
+    ];
+    for (index, (text, expected)) in cases.iter().enumerate() {
+        let path = write_temp(&format!("bad{index}"), text);
+        let result = replay_file(&path);
+        std::fs::remove_file(&path).unwrap();
+        match result {
+            Err(error @ Error::Format { .. }) => {
+                assert!(
+                    error.to_string().contains(expected),
+                    "case {index}: {error}"
+                );
+            }
+            other => panic!("case {index}: expected a format error, got {other:?}"),
+        }
+    }
+}
+
+/// Steps `env` with seeded random actions; returns every buffer of every step.
+fn discrete_run<E: VecEnv>(env: &mut E, seed: u64, steps: usize) -> Vec<StepOut> {
+    let n = env.num_envs();
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut out = StepOut::new(n, env.obs_dim());
+    env.reset(seed, &mut out.obs).unwrap();
+    (0..steps)
+        .map(|_| {
+            let actions: Vec<u32> = (0..n)
+                .map(|_| rng.random_range(0..env.num_actions() as u32))
+                .collect();
+            env.step(&actions, &mut out).unwrap();
+            out.clone()
+        })
+        .collect()
+}
+
+#[test]
+fn discrete_batches_are_deterministic_and_auto_reset() {
+    let mut a = MountainCar::new(5).unwrap();
+    let mut b = MountainCar::new(5).unwrap();
+    let run_a = discrete_run(&mut a, 7, 450);
+    assert_eq!(run_a, discrete_run(&mut b, 7, 450));
+    assert_ne!(
+        run_a,
+        discrete_run(&mut b, 8, 450),
+        "the seed changes the resets"
+    );
+
+    // Random pushes never reach the goal: every episode is truncated at 200
+    // steps with a return of -200, and the next starts at rest in [-0.6, -0.4).
+    let mut episodes = Vec::new();
+    a.drain_episodes(&mut episodes);
+    assert_eq!(episodes.len(), 10);
+    for e in &episodes {
+        assert_eq!((e.length, e.episode_return), (200, -200.0), "{e:?}");
+    }
+    let end = &run_a[199];
+    assert!(end.truncated.iter().all(|&t| t == 1));
+    for env in 0..5 {
+        assert_ne!(end.final_obs[2 * env], end.obs[2 * env]);
+        assert!((-0.6..-0.4).contains(&end.obs[2 * env]), "{:?}", end.obs);
+        assert_eq!(end.obs[2 * env + 1], 0.0);
+    }
+
+    // Acrobot: reward -1 per step; reset states in [-0.1, 0.1) are float32.
+    let mut acrobot = Acrobot::new(3).unwrap();
+    let run = discrete_run(&mut acrobot, 3, 10);
+    assert!(run.iter().all(|o| o.reward.iter().all(|&r| r == -1.0)));
+    for env in 0..3 {
+        let state = Acrobot::new(3).unwrap().state(env).unwrap();
+        for s in state {
+            assert!((-0.1..0.1).contains(&s) && s == f64::from(s as f32), "{s}");
+        }
+    }
+}
+
+#[test]
+fn bad_actions_are_refused_before_any_env_steps() {
+    let mut env = Acrobot::new(2).unwrap();
+    let before = env.observations();
+    let mut out = StepOut::new(2, 6);
+    match env.step(&[0, 3], &mut out) {
+        Err(Error::InvalidEnv {
+            index,
+            field,
+            value,
+            reason,
+        }) => {
+            assert_eq!((index, field.as_str(), value.as_str()), (1, "action", "3"));
+            assert_eq!(reason, "must be below 3");
+        }
+        other => panic!("expected InvalidEnv, got {other:?}"),
+    }
+    assert_eq!(env.observations(), before);
+
+    let mut pendulum = Pendulum::new(2).unwrap();
+    let before = pendulum.observations();
+    let mut out = StepOut::new(2, 3);
+    match pendulum.step_continuous(&[0.5, f32::NAN], &mut out) {
+        Err(Error::InvalidEnv { index, field, .. }) => {
+            assert_eq!((index, field.as_str()), (1, "action"))
+        }
+        other => panic!("expected InvalidEnv, got {other:?}"),
+    }
+    match pendulum.step_continuous(&[0.5], &mut out) {
+        Err(Error::ShapeMismatch {
+            tensor,
+            expected,
+            got,
+            ..
+        }) => {
+            assert_eq!((tensor.as_str(), expected, got), ("actions", 2, 1));
+        }
+        other => panic!("expected ShapeMismatch, got {other:?}"),
+    }
+    assert_eq!(pendulum.observations(), before);
+}
+
+#[test]
+fn continuous_actions_are_clipped_as_gymnasium_clips_them() {
+    // Pendulum clips the torque to ±2 for the dynamics and the cost.
+    let step = |torque: f32| {
+        let mut env = Pendulum::new(1).unwrap();
+        env.set_state(0, &[0.3, -0.2]).unwrap();
+        let mut out = StepOut::new(1, 3);
+        env.step_continuous(&[torque], &mut out).unwrap();
+        out
+    };
+    assert_eq!(step(2.0), step(7.5));
+    assert_eq!(step(-2.0), step(-100.0));
+    assert_ne!(step(1.0), step(2.0));
+
+    // MountainCarContinuous clips the force but charges the unclipped action.
+    let step = |force: f32| {
+        let mut env = MountainCarContinuous::new(1).unwrap();
+        env.set_state(0, &[-0.5, 0.0]).unwrap();
+        let mut out = StepOut::new(1, 2);
+        env.step_continuous(&[force], &mut out).unwrap();
+        out
+    };
+    let (clipped, unclipped) = (step(3.0), step(1.0));
+    assert_eq!(clipped.obs, unclipped.obs);
+    assert_eq!(clipped.reward[0], (-0.1 * 9.0f64) as f32);
+    assert_eq!(unclipped.reward[0], -0.1f32);
+
+    // Continuous episodes end at their time limits: 200 and 999 steps.
+    let mut env = Pendulum::new(1).unwrap();
+    let mut out = StepOut::new(1, 3);
+    let mut episodes: Vec<EpisodeStats> = Vec::new();
+    for _ in 0..200 {
+        env.step_continuous(&[0.0], &mut out).unwrap();
+    }
+    env.drain_episodes_continuous(&mut episodes);
+    assert_eq!(out.truncated, [1]);
+    assert_eq!(episodes.len(), 1);
+    assert_eq!(episodes[0].length, 200);
+    assert!(episodes[0].episode_return < 0.0);
+    assert_eq!(
+        MountainCarContinuous::new(1).unwrap().max_episode_steps(),
+        999
+    );
+}
+
+#[test]
+fn invalid_physics_is_refused_naming_the_field() {
+    let bad_acrobot = AcrobotParams {
+        link_mass_2: -1.0,
+        ..AcrobotParams::default()
+    };
+    let bad_car = MountainCarParams {
+        gravity: f64::NAN,
+        ..MountainCarParams::default()
+    };
+    let bad_pendulum = PendulumParams {
+        dt: 0.0,
+        ..PendulumParams::default()
+    };
+    let errors = [
+        Acrobot::with_params(&[AcrobotParams::default(), bad_acrobot]).unwrap_err(),
+        MountainCar::with_params(&[bad_car]).unwrap_err(),
+        Pendulum::with_params(&[bad_pendulum]).unwrap_err(),
+    ];
+    let expected = [(1, "link_mass_2"), (0, "gravity"), (0, "dt")];
+    for (error, (index, name)) in errors.into_iter().zip(expected) {
+        match error {
+            Error::InvalidEnv {
+                index: i, field, ..
+            } => assert_eq!((i, field.as_str()), (index, name)),
+            other => panic!("expected InvalidEnv, got {other:?}"),
+        }
+    }
+    assert!(matches!(Acrobot::new(0), Err(Error::InvalidConfig { .. })));
+}
