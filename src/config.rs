@@ -345,6 +345,17 @@ impl PpoConfig {
     /// the limit it breaks.
     pub fn validate(&self) -> Result<()> {
         check_name("env_id", &self.env_id)?;
+        let env = crate::env::trainable_env("env_id", &self.env_id)?;
+        if self.env_device == EnvDevice::Gpu && env.id != "CartPole-v1" {
+            return Err(Error::config(
+                "env_device",
+                "gpu",
+                format!(
+                    "only CartPole-v1 has a device env so far; {} runs on the host (env_device = \"cpu\")",
+                    env.id
+                ),
+            ));
+        }
         check_name("exp_name", &self.exp_name)?;
         let at_least_one = [
             ("num_envs", self.num_envs),
@@ -485,18 +496,51 @@ impl PpoConfig {
         config_file: Option<&Path>,
         sets: &[String],
     ) -> Result<PpoConfig> {
-        let base = PpoConfig::preset(preset.unwrap_or("default"))?;
+        let file = match config_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+                let file: toml::Table = toml::from_str(&text).map_err(|e| Error::Format {
+                    path: path.to_path_buf(),
+                    reason: e.to_string(),
+                })?;
+                Some((path, file))
+            }
+            None => None,
+        };
+        // The env decides the preset when none is named, and the episode
+        // limit when none is set: peek at it before merging.
+        let set_key = |item: &String, key: &str| {
+            item.split_once('=')
+                .filter(|(k, _)| k.trim() == key)
+                .map(|(_, v)| v.trim().trim_matches('"').to_string())
+        };
+        let env_id = sets
+            .iter()
+            .rev()
+            .find_map(|item| set_key(item, "env_id"))
+            .or_else(|| {
+                let (_, file) = file.as_ref()?;
+                file.get("env_id")?.as_str().map(str::to_string)
+            });
+        let limit_set = sets
+            .iter()
+            .any(|item| set_key(item, "max_episode_steps").is_some())
+            || file
+                .as_ref()
+                .is_some_and(|(_, f)| f.contains_key("max_episode_steps"));
+        let preset = preset.unwrap_or(match env_id.as_deref() {
+            None | Some("CartPole-v1") => "default",
+            // CleanRL's ppo.py defaults, which CleanRL runs on every
+            // classic-control task; the tuned CartPole preset is not for them.
+            Some(_) => "cleanrl",
+        });
+        let base = PpoConfig::preset(preset)?;
         let mut table = toml::Table::try_from(&base)
-            .map_err(|e| Error::config("preset", preset.unwrap_or("default"), e.to_string()))?;
-        if let Some(path) = config_file {
-            let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-                path: path.to_path_buf(),
-                source,
-            })?;
-            let file: toml::Table = toml::from_str(&text).map_err(|e| Error::Format {
-                path: path.to_path_buf(),
-                reason: e.to_string(),
-            })?;
+            .map_err(|e| Error::config("preset", preset, e.to_string()))?;
+        if let Some((path, file)) = file {
             for (key, value) in file {
                 apply_override(&mut table, key, value)
                     .map_err(|e| e.with_note(format_args!("in {}", path.display())))?;
@@ -505,6 +549,13 @@ impl PpoConfig {
         for item in sets {
             let (key, value) = parse_set(item, &table)?;
             apply_override(&mut table, key, value)?;
+        }
+        if !limit_set {
+            let id = table.get("env_id").and_then(toml::Value::as_str);
+            if let Some(env) = id.and_then(|id| crate::env::env_info("env_id", id).ok()) {
+                let limit = toml::Value::Integer(i64::from(env.max_episode_steps));
+                table.insert("max_episode_steps".into(), limit);
+            }
         }
         let config: PpoConfig = table
             .try_into()

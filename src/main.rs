@@ -12,7 +12,7 @@ use ppo_wgpu::config::PpoConfig;
 use ppo_wgpu::env::CartPoleParams;
 use ppo_wgpu::gpu::threads::{self, SoftwareThreads};
 use ppo_wgpu::gpu::{list_adapters, AdapterOptions, GpuContext};
-use ppo_wgpu::ppo::policy::{evaluate_cartpole, EvalSettings};
+use ppo_wgpu::ppo::policy::{evaluate_env_id, EvalSettings};
 use ppo_wgpu::ppo::trainer::{self, TrainOptions};
 
 #[derive(Parser)]
@@ -57,9 +57,10 @@ enum Command {
         #[command(flatten)]
         adapter: AdapterArgs,
     },
-    /// Train PPO on CartPole-v1 (CleanRL's loop; every kernel on the adapter).
+    /// Train PPO on a classic-control env, CartPole-v1 unless --env says
+    /// (CleanRL's loop; every kernel on the adapter).
     Train(TrainArgs),
-    /// Evaluate a checkpoint on CartPole (optionally with other physics).
+    /// Evaluate a checkpoint on its env (CartPole optionally with other physics).
     Eval(EvalArgs),
     /// Train each preset × population size and print a throughput table.
     Bench(BenchArgs),
@@ -97,7 +98,12 @@ struct BenchArgs {
 
 #[derive(Args, Debug)]
 struct TrainArgs {
+    /// The env, by Gymnasium id: CartPole-v1 (default), Acrobot-v1,
+    /// MountainCar-v0; sets env_id.
+    #[arg(long, value_name = "ID")]
+    env: Option<String>,
     /// Preset: default (fastest to 475 here), cleanrl, seed (the seed article's setup), linear.
+    /// Without one, CartPole-v1 gets default and the other envs cleanrl.
     #[arg(long)]
     preset: Option<String>,
     /// TOML file of settings (CleanRL names), applied over the preset.
@@ -147,10 +153,15 @@ struct EvalArgs {
     greedy: bool,
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    #[arg(long, default_value_t = 500)]
-    max_episode_steps: u32,
-    /// Physics of the evaluation task (Gymnasium's CartPole-v1 by default);
-    /// negative values may follow a space (`--polarity -1`).
+    /// The env, by Gymnasium id (default: the one the checkpoint was trained
+    /// on, CartPole-v1 for checkpoints that do not say).
+    #[arg(long, value_name = "ID")]
+    env: Option<String>,
+    /// Episode limit (default: the env's Gymnasium time limit).
+    #[arg(long)]
+    max_episode_steps: Option<u32>,
+    /// Physics of CartPole-v1 (Gymnasium's by default); negative values may
+    /// follow a space (`--polarity -1`).
     #[arg(long, allow_negative_numbers = true)]
     gravity: Option<f64>,
     #[arg(long, allow_negative_numbers = true)]
@@ -198,6 +209,7 @@ fn adapters(args: &AdapterArgs) -> ppo_wgpu::Result<()> {
 fn train(args: &TrainArgs) -> ppo_wgpu::Result<ExitCode> {
     let mut sets = args.sets.clone();
     let flags = [
+        ("env_id", args.env.clone()),
         ("num_agents", args.num_agents.map(|v| v.to_string())),
         ("hidden", args.hidden.clone()),
         ("seed", args.seed.map(|v| v.to_string())),
@@ -240,7 +252,7 @@ fn train(args: &TrainArgs) -> ppo_wgpu::Result<ExitCode> {
     eprintln!("adapter: {}", ctx.adapter.describe());
     if ctx.adapter.is_software {
         eprintln!(
-            "(a CPU software adapter: fine for CartPole; `ppo-wgpu adapters` lists the others)"
+            "(a CPU software adapter: fine for classic control; `ppo-wgpu adapters` lists the others)"
         );
         eprintln!("software threads: {}", threads.describe());
     }
@@ -269,15 +281,16 @@ fn train(args: &TrainArgs) -> ppo_wgpu::Result<ExitCode> {
         "{} env steps in {:.1} s ({:.0} steps/s) on {}",
         s.global_steps, s.wall_s, s.sps, s.adapter
     );
+    let solved = s.solved_return;
     for p in 0..config.num_agents {
         let reached = match (
             s.steps_to_475.get(p).copied().flatten(),
             s.seconds_to_475.get(p).copied().flatten(),
         ) {
             (Some(steps), Some(secs)) => {
-                format!("reached mean return 475 at step {steps} ({secs:.1} s)")
+                format!("reached mean return {solved} at step {steps} ({secs:.1} s)")
             }
-            _ => "did not reach mean return 475".to_string(),
+            _ => format!("did not reach mean return {solved}"),
         };
         let eval = match (s.final_eval_mean.get(p), s.final_eval_std.get(p)) {
             (Some(m), Some(sd)) => format!("greedy eval {m:.1} ± {sd:.1}"),
@@ -317,7 +330,8 @@ fn eval(args: &EvalArgs) -> ppo_wgpu::Result<()> {
             })
         }
     };
-    check_fits_cartpole(&args.checkpoint, &checkpoint)?;
+    let env = eval_env(args, &checkpoint)?;
+    check_fits_env(&args.checkpoint, &checkpoint, env)?;
     let hidden: Vec<usize> = actor.iter().skip(1).map(|l| l.0).collect();
     let spec = ppo_wgpu::ppo::ActorCriticSpec::new(obs_dim, num_actions, &hidden)?;
     if spec.param_count() != checkpoint.params_per_agent()? {
@@ -325,6 +339,24 @@ fn eval(args: &EvalArgs) -> ppo_wgpu::Result<()> {
             path: args.checkpoint.clone(),
             reason: "actor and critic layers disagree with the parameter count".into(),
         });
+    }
+    let physics_flags = [
+        ("--gravity", args.gravity),
+        ("--masscart", args.masscart),
+        ("--masspole", args.masspole),
+        ("--length", args.length),
+        ("--force-mag", args.force_mag),
+        ("--tau", args.tau),
+        ("--polarity", args.polarity),
+    ];
+    if env.id != "CartPole-v1" {
+        if let Some((flag, Some(value))) = physics_flags.iter().find(|(_, v)| v.is_some()) {
+            return Err(ppo_wgpu::Error::config(
+                *flag,
+                value,
+                format!("sets CartPole-v1's physics; the env is {}", env.id),
+            ));
+        }
     }
     let d = CartPoleParams::GYMNASIUM;
     let physics = CartPoleParams {
@@ -344,14 +376,15 @@ fn eval(args: &EvalArgs) -> ppo_wgpu::Result<()> {
         .flat_map(|a| a.params.clone())
         .collect();
     let params = ppo_wgpu::gpu::GpuBuffer::from_slice(&ctx, "params", &params)?;
-    let returns = evaluate_cartpole(
+    let returns = evaluate_env_id(
         &ctx,
         &spec,
         &params,
         checkpoint.agents.len(),
+        env.id,
         &EvalSettings {
             episodes: args.episodes,
-            max_episode_steps: args.max_episode_steps,
+            max_episode_steps: args.max_episode_steps.unwrap_or(env.max_episode_steps),
             physics,
             greedy: args.greedy,
             seed: args.seed,
@@ -368,21 +401,45 @@ fn eval(args: &EvalArgs) -> ppo_wgpu::Result<()> {
     Ok(())
 }
 
-/// A checkpoint's networks against CartPole-v1's spaces, before any work:
-/// an error naming what the checkpoint's networks take and give, and what
-/// the env needs.
-fn check_fits_cartpole(
+/// The env `eval` plays: `--env`, else the one the checkpoint's config
+/// names (CartPole-v1 when it has none). A `--env` other than the
+/// checkpoint's is refused, naming both.
+fn eval_env(
+    args: &EvalArgs,
+    checkpoint: &ppo_wgpu::run::Checkpoint,
+) -> ppo_wgpu::Result<&'static ppo_wgpu::env::EnvInfo> {
+    let trained_on = checkpoint
+        .metadata
+        .get("config")
+        .and_then(|text| toml::from_str::<toml::Table>(text).ok())
+        .and_then(|table| table.get("env_id")?.as_str().map(str::to_string));
+    match (args.env.clone(), trained_on) {
+        (Some(asked), Some(trained)) if asked != trained => Err(ppo_wgpu::Error::config(
+            "--env",
+            asked,
+            format!("the checkpoint was trained on {trained}; evaluate it there (drop --env)"),
+        )),
+        (Some(id), _) | (None, Some(id)) => ppo_wgpu::env::trainable_env("--env", &id),
+        (None, None) => ppo_wgpu::env::trainable_env("--env", "CartPole-v1"),
+    }
+}
+
+/// A checkpoint's networks against the env's spaces, before any work: an
+/// error naming what the checkpoint's networks take and give, and what the
+/// env needs.
+fn check_fits_env(
     path: &std::path::Path,
     checkpoint: &ppo_wgpu::run::Checkpoint,
+    env: &ppo_wgpu::env::EnvInfo,
 ) -> ppo_wgpu::Result<()> {
-    use ppo_wgpu::env::{NUM_ACTIONS, OBS_DIM};
+    let (obs_dim, num_actions) = (env.obs_dim, env.num_actions.unwrap_or(0));
     let ends = |layers: &[(usize, usize)]| match (layers.first(), layers.last()) {
         (Some(first), Some(last)) => Some((first.0, last.1)),
         _ => None,
     };
     let actor = ends(&checkpoint.actor_layers);
     let critic = ends(&checkpoint.critic_layers);
-    if actor == Some((OBS_DIM, NUM_ACTIONS)) && critic == Some((OBS_DIM, 1)) {
+    if actor == Some((obs_dim, num_actions)) && critic == Some((obs_dim, 1)) {
         return Ok(());
     }
     let describe = |name: &str, ends: Option<(usize, usize)>, what: &str| match ends {
@@ -395,9 +452,12 @@ fn check_fits_cartpole(
     Err(ppo_wgpu::Error::Format {
         path: path.to_path_buf(),
         reason: format!(
-            "its {} and its {}; CartPole-v1 needs an actor of {OBS_DIM} inputs (cart position, cart velocity, pole angle, pole angular velocity) and {NUM_ACTIONS} actions (push left, push right), and a critic of {OBS_DIM} inputs and 1 value",
+            "its {} and its {}; {} needs an actor of {obs_dim} inputs ({}) and {num_actions} actions ({}), and a critic of {obs_dim} inputs and 1 value",
             describe("actor", actor, "action"),
             describe("critic", critic, "value"),
+            env.id,
+            env.observation,
+            env.actions,
         ),
     })
 }

@@ -29,13 +29,6 @@ use ppo_wgpu::ppo::{permutations, ActorCriticSpec, PpoGpu};
 use ppo_wgpu::run::{load_checkpoint, save_checkpoint, Checkpoint, ContextWeights};
 use ppo_wgpu::Error;
 
-fn scratch_dir(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("ppo_wgpu_ctx_{name}_{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 fn agent_states(updating: &[bool]) -> Vec<AgentState> {
     updating
         .iter()
@@ -888,4 +881,8 @@ fn context_settings_are_checked_and_cavia_defaults_apply() {
         ..MetaConfig::default()
     };
     assert_eq!([1, 2, 4].map(|k| m.context_lr_at(k)), [2.0, 1.0, 0.5]);
+}
+
+fn scratch_dir(name: &str) -> std::path::PathBuf {
+    common::scratch_dir("ctx", name)
 }

@@ -27,13 +27,6 @@ use ppo_wgpu::Error;
 
 const METHODS: [MetaMethod; 2] = [MetaMethod::Reptile, MetaMethod::Fomaml];
 
-fn scratch_dir(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("ppo_wgpu_meta_{name}_{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 #[test]
 fn outer_step_matches_cpu_reference() {
     let Some(ctx) = ctx() else { return };
@@ -901,4 +894,8 @@ fn diverging_meta_training_stops_with_the_last_good_theta_kept() {
         initial_params(&spec, 1, ppo.seed),
         "the kept θ is the start"
     );
+}
+
+fn scratch_dir(name: &str) -> std::path::PathBuf {
+    common::scratch_dir("meta", name)
 }

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use ppo_wgpu::run::{
     load_checkpoint, plot_learning_curve, read_metrics, read_summary, save_checkpoint,
     write_atomic, write_summary, AdamState, AgentState, Checkpoint, MetricsCsv, MetricsRow, RunDir,
-    Summary, METRICS_COLUMNS,
+    Summary, METRICS_COLUMNS, SOLVED_RETURN,
 };
 use ppo_wgpu::Error;
 use safetensors::SafeTensors;
@@ -554,7 +554,7 @@ fn metrics_csv_refuses_bad_input() {
 fn learning_curve_is_an_svg_with_labels() {
     let dir = TempDir::new();
     let path = dir.path().join("learning_curve.svg");
-    plot_learning_curve(&metrics_rows(), &path).unwrap();
+    plot_learning_curve(&metrics_rows(), SOLVED_RETURN, &path).unwrap();
     let svg = std::fs::read_to_string(&path).unwrap();
     assert!(svg.contains("<svg"), "{svg}");
     for text in [
@@ -572,9 +572,18 @@ fn learning_curve_is_an_svg_with_labels() {
     // No episode finished yet, or no rows at all: still a valid plot.
     let mut unfinished = metrics_rows();
     unfinished.iter_mut().for_each(|r| r.episodic_return = None);
-    plot_learning_curve(&unfinished, &path).unwrap();
-    plot_learning_curve(&[], &path).unwrap();
+    plot_learning_curve(&unfinished, SOLVED_RETURN, &path).unwrap();
+    plot_learning_curve(&[], SOLVED_RETURN, &path).unwrap();
     assert!(std::fs::read_to_string(&path).unwrap().contains("<svg"));
+    // An env whose returns are negative (Acrobot-v1) draws its own line.
+    let mut negative = metrics_rows();
+    negative
+        .iter_mut()
+        .for_each(|r| r.episodic_return = r.episodic_return.map(|v| -v));
+    plot_learning_curve(&negative, -100.0, &path).unwrap();
+    assert!(std::fs::read_to_string(&path)
+        .unwrap()
+        .contains("solved (-100)"));
     assert_eq!(file_names(dir.path()), vec!["learning_curve.svg"]);
 }
 
@@ -584,6 +593,8 @@ fn summary_round_trips_and_tolerates_missing_fields() {
     let path = dir.path().join("summary.json");
     let summary = Summary {
         adapter: "llvmpipe (LLVM 15.0.6, 256 bits) (Gl)".into(),
+        env_id: "CartPole-v1".into(),
+        solved_return: 475.0,
         wall_s: 12.5,
         global_steps: 1_000_000,
         sps: 80_000.0,

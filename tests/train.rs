@@ -11,22 +11,8 @@ use common::{ctx, only_run_dir};
 use ppo_wgpu::config::{EnvDevice, PpoConfig, RolloutPath, UpdatePath};
 use ppo_wgpu::gpu::GpuContext;
 use ppo_wgpu::ppo::trainer::{train, TrainOptions};
-use ppo_wgpu::run::{load_checkpoint, read_metrics, MetricsRow};
+use ppo_wgpu::run::{load_checkpoint, read_metrics};
 use ppo_wgpu::Error;
-
-fn scratch_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("ppo_wgpu_train_{name}_{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn options(root: &Path) -> TrainOptions {
-    TrainOptions {
-        runs_root: root.to_path_buf(),
-        ..Default::default()
-    }
-}
 
 /// A small, quick config (CleanRL's network and loop, fewer steps).
 fn small_config(total_timesteps: usize) -> PpoConfig {
@@ -36,24 +22,13 @@ fn small_config(total_timesteps: usize) -> PpoConfig {
     config
 }
 
-/// Metrics without the timing columns (SPS, wall_s).
-fn untimed(rows: &[MetricsRow]) -> Vec<MetricsRow> {
-    rows.iter()
-        .map(|r| MetricsRow {
-            sps: None,
-            wall_s: 0.0,
-            ..r.clone()
-        })
-        .collect()
-}
-
 #[test]
 fn a_short_run_clearly_raises_the_return() {
     let Some(ctx) = ctx() else { return };
     let root = scratch_dir("learns");
     let mut config = small_config(40_960);
     config.learning_rate = 1e-3;
-    let report = train(&config, ctx, &options(&root)).unwrap();
+    let report = train(&config, ctx, &common::train_options(&root)).unwrap();
     let rows = read_metrics(&report.run_dir.join("metrics.csv")).unwrap();
     assert_eq!(rows.len(), 80, "one row per iteration");
     let returns: Vec<f64> = rows.iter().filter_map(|r| r.episodic_return).collect();
@@ -82,12 +57,12 @@ fn the_same_seed_gives_identical_metrics() {
     let root = scratch_dir("determinism");
     let mut config = small_config(4 * 512);
     config.num_agents = 2;
-    let a = train(&config, ctx, &options(&root.join("a"))).unwrap();
-    let b = train(&config, ctx, &options(&root.join("b"))).unwrap();
+    let a = train(&config, ctx, &common::train_options(&root.join("a"))).unwrap();
+    let b = train(&config, ctx, &common::train_options(&root.join("b"))).unwrap();
     let rows_a = read_metrics(&a.run_dir.join("metrics.csv")).unwrap();
     let rows_b = read_metrics(&b.run_dir.join("metrics.csv")).unwrap();
     assert_eq!(rows_a.len(), 8);
-    assert_eq!(untimed(&rows_a), untimed(&rows_b));
+    assert_eq!(common::untimed(&rows_a), common::untimed(&rows_b));
     let ckpt_a = load_checkpoint(&a.run_dir.join("checkpoint.safetensors")).unwrap();
     let ckpt_b = load_checkpoint(&b.run_dir.join("checkpoint.safetensors")).unwrap();
     assert_eq!(
@@ -96,9 +71,9 @@ fn the_same_seed_gives_identical_metrics() {
     );
     // Different seeds do differ.
     config.seed = 2;
-    let c = train(&config, ctx, &options(&root.join("c"))).unwrap();
+    let c = train(&config, ctx, &common::train_options(&root.join("c"))).unwrap();
     let rows_c = read_metrics(&c.run_dir.join("metrics.csv")).unwrap();
-    assert_ne!(untimed(&rows_a), untimed(&rows_c));
+    assert_ne!(common::untimed(&rows_a), common::untimed(&rows_c));
     let _ = std::fs::remove_dir_all(root);
 }
 
@@ -109,7 +84,7 @@ fn a_resumed_run_ends_where_the_uninterrupted_run_ends() {
     let mut config = small_config(6 * 512);
     config.num_agents = 2;
     config.checkpoint_every = 1;
-    let whole = train(&config, ctx, &options(&root.join("whole"))).unwrap();
+    let whole = train(&config, ctx, &common::train_options(&root.join("whole"))).unwrap();
     assert!(!whole.interrupted);
 
     let first = train(
@@ -117,7 +92,7 @@ fn a_resumed_run_ends_where_the_uninterrupted_run_ends() {
         ctx,
         &TrainOptions {
             max_iterations: Some(2),
-            ..options(&root.join("parts"))
+            ..common::train_options(&root.join("parts"))
         },
     )
     .unwrap();
@@ -128,7 +103,7 @@ fn a_resumed_run_ends_where_the_uninterrupted_run_ends() {
         ctx,
         &TrainOptions {
             resume: Some(first.run_dir.clone()),
-            ..options(&root.join("parts"))
+            ..common::train_options(&root.join("parts"))
         },
     )
     .unwrap();
@@ -136,7 +111,7 @@ fn a_resumed_run_ends_where_the_uninterrupted_run_ends() {
     assert_eq!(resumed.iteration, 6);
     let rows_whole = read_metrics(&whole.run_dir.join("metrics.csv")).unwrap();
     let rows_resumed = read_metrics(&resumed.run_dir.join("metrics.csv")).unwrap();
-    assert_eq!(untimed(&rows_whole), untimed(&rows_resumed));
+    assert_eq!(common::untimed(&rows_whole), common::untimed(&rows_resumed));
     let a = load_checkpoint(&whole.run_dir.join("checkpoint.safetensors")).unwrap();
     let b = load_checkpoint(&resumed.run_dir.join("checkpoint.safetensors")).unwrap();
     assert_eq!(
@@ -160,7 +135,7 @@ fn device_envs_learn_and_resume_exactly() {
     config.env_device = EnvDevice::Gpu;
     config.total_timesteps = 40 * 1024;
     config.eval_episodes = 5;
-    let report = train(&config, ctx, &options(&root.join("learns"))).unwrap();
+    let report = train(&config, ctx, &common::train_options(&root.join("learns"))).unwrap();
     let rows = read_metrics(&report.run_dir.join("metrics.csv")).unwrap();
     let returns: Vec<f64> = rows.iter().filter_map(|r| r.episodic_return).collect();
     let first: f64 = returns[..5].iter().sum::<f64>() / 5.0;
@@ -206,9 +181,9 @@ fn resumes_exactly(ctx: &GpuContext, config: &PpoConfig, root: &Path, rollout: &
     config.total_timesteps = 6 * 1024;
     config.num_agents = 2;
     config.checkpoint_every = 1;
-    let whole = train(&config, ctx, &options(&root.join("whole"))).unwrap();
+    let whole = train(&config, ctx, &common::train_options(&root.join("whole"))).unwrap();
     assert_eq!(whole.summary.rollout, rollout);
-    let parts = options(&root.join("parts"));
+    let parts = common::train_options(&root.join("parts"));
     let first = train(
         &config,
         ctx,
@@ -230,7 +205,7 @@ fn resumes_exactly(ctx: &GpuContext, config: &PpoConfig, root: &Path, rollout: &
     assert_eq!(resumed.iteration, 6);
     let rows_whole = read_metrics(&whole.run_dir.join("metrics.csv")).unwrap();
     let rows_resumed = read_metrics(&resumed.run_dir.join("metrics.csv")).unwrap();
-    assert_eq!(untimed(&rows_whole), untimed(&rows_resumed));
+    assert_eq!(common::untimed(&rows_whole), common::untimed(&rows_resumed));
     let a = load_checkpoint(&whole.run_dir.join("checkpoint.safetensors")).unwrap();
     let b = load_checkpoint(&resumed.run_dir.join("checkpoint.safetensors")).unwrap();
     assert_eq!(a.agents, b.agents);
@@ -269,7 +244,7 @@ fn invalid_configs_are_refused_before_any_work() {
     for (field, break_it) in cases {
         let mut config = small_config(2048);
         break_it(&mut config);
-        let err = train(&config, ctx, &options(&root)).unwrap_err();
+        let err = train(&config, ctx, &common::train_options(&root)).unwrap_err();
         assert!(
             matches!(err, Error::InvalidConfig { .. }),
             "{field}: {err:?}"
@@ -296,7 +271,7 @@ fn a_nan_stops_the_run_and_keeps_the_last_good_checkpoint() {
     config.learning_rate = 1e30;
     config.max_grad_norm = 1e30;
     config.anneal_lr = false;
-    let err = train(&config, ctx, &options(&root)).unwrap_err();
+    let err = train(&config, ctx, &common::train_options(&root)).unwrap_err();
     eprintln!("{err}");
     let Error::NonFinite { iteration, .. } = err else {
         panic!("expected Error::NonFinite, got {err:?}")
@@ -954,4 +929,8 @@ fn time_spent_survives_a_kill_and_resume() {
         );
     }
     let _ = std::fs::remove_dir_all(root);
+}
+
+fn scratch_dir(name: &str) -> std::path::PathBuf {
+    common::scratch_dir("train", name)
 }

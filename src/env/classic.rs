@@ -70,6 +70,20 @@ pub trait ContinuousDynamics: Dynamics {
     fn step(params: &Self::Params, state: &mut [f64], action: &[f32]) -> (f64, bool);
 }
 
+/// The evolving part of a [`Classic`] batch (serializable for checkpoints).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ClassicSnapshot {
+    /// Gymnasium's id of the task, checked on restore.
+    pub env_id: String,
+    /// `[num_envs][STATE_DIM]`.
+    pub state: Vec<f64>,
+    pub max_episode_steps: u32,
+    pub elapsed_steps: Vec<u32>,
+    pub returns: Vec<f64>,
+    pub seed: u64,
+    pub episodes_started: Vec<u64>,
+}
+
 /// `num_envs` envs of one classic-control task, float64 state, float32
 /// observations, auto-reset as [`VecEnv`] describes. A new batch starts as
 /// if `reset(0)` had been called.
@@ -182,6 +196,56 @@ impl<D: Dynamics> Classic<D> {
     pub fn set_elapsed_steps(&mut self, env: usize, steps: u32) -> Result<()> {
         self.check_env(env)?;
         self.elapsed_steps[env] = steps;
+        Ok(())
+    }
+
+    /// Everything that evolves as the envs step, so a run can stop and
+    /// resume bit-exactly.
+    pub fn snapshot(&self) -> ClassicSnapshot {
+        ClassicSnapshot {
+            env_id: D::ID.into(),
+            state: self.state.clone(),
+            max_episode_steps: self.max_episode_steps,
+            elapsed_steps: self.elapsed_steps.clone(),
+            returns: self.returns.clone(),
+            seed: self.seed,
+            episodes_started: self.episodes_started.clone(),
+        }
+    }
+
+    /// Restores a [`Classic::snapshot`] of a batch of the same task and size.
+    pub fn restore(&mut self, snapshot: &ClassicSnapshot) -> Result<()> {
+        let op = format!("{}::restore", D::ID);
+        if snapshot.env_id != D::ID {
+            let reason = format!("is a {} batch's state, not {}'s", snapshot.env_id, D::ID);
+            return Err(Error::config("env snapshot", &snapshot.env_id, reason));
+        }
+        let num_envs = self.params.len();
+        let lengths = [
+            ("state", snapshot.state.len(), num_envs * D::STATE_DIM),
+            ("elapsed_steps", snapshot.elapsed_steps.len(), num_envs),
+            ("returns", snapshot.returns.len(), num_envs),
+            (
+                "episodes_started",
+                snapshot.episodes_started.len(),
+                num_envs,
+            ),
+        ];
+        for (field, len, expected) in lengths {
+            if len != expected {
+                return Err(Error::shape(&op, field, expected, len));
+            }
+        }
+        if snapshot.max_episode_steps == 0 {
+            return Err(Error::config("max_episode_steps", 0, "must be at least 1"));
+        }
+        self.state.clone_from(&snapshot.state);
+        self.max_episode_steps = snapshot.max_episode_steps;
+        self.elapsed_steps.clone_from(&snapshot.elapsed_steps);
+        self.returns.clone_from(&snapshot.returns);
+        self.seed = snapshot.seed;
+        self.episodes_started.clone_from(&snapshot.episodes_started);
+        self.finished.clear();
         Ok(())
     }
 

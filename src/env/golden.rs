@@ -21,15 +21,6 @@ use crate::{Error, Result};
 /// the observation, so a faithful replay differs by float32 rounding at most.
 pub const OBS_TOLERANCE: f64 = 1e-5;
 
-/// The Gymnasium ids a recording may name.
-pub const ENV_IDS: [&str; 5] = [
-    "CartPole-v1",
-    "Acrobot-v1",
-    "MountainCar-v0",
-    "MountainCarContinuous-v0",
-    "Pendulum-v1",
-];
-
 /// A golden file: trajectories plus the env and episode limit they were
 /// recorded with.
 #[derive(Debug, Clone, Deserialize)]
@@ -49,7 +40,7 @@ pub struct GoldenFile {
 }
 
 fn default_env_id() -> String {
-    ENV_IDS[0].into()
+    "CartPole-v1".into()
 }
 
 /// One recorded run of consecutive episodes in a single environment.
@@ -297,7 +288,7 @@ fn replayer(golden: &GoldenFile) -> std::result::Result<Box<dyn Replayer>, Strin
         other => {
             return Err(format!(
                 "env_id {other:?} is not an env this crate has; known: {}",
-                ENV_IDS.join(", ")
+                super::registry::known_ids()
             ))
         }
     };

@@ -13,11 +13,14 @@ pub mod gpu_cartpole;
 mod mountain_car;
 mod nav;
 mod pendulum;
+pub mod registry;
 mod vec_env;
 
 pub use acrobot::{Acrobot, AcrobotDynamics, AcrobotParams};
-pub use cartpole::{CartPole, CartPoleConfig, CartPoleParams, NUM_ACTIONS, OBS_DIM};
-pub use classic::{Classic, ContinuousDynamics, DiscreteDynamics, Dynamics};
+pub use cartpole::{
+    CartPole, CartPoleConfig, CartPoleParams, CartPoleSnapshot, NUM_ACTIONS, OBS_DIM,
+};
+pub use classic::{Classic, ClassicSnapshot, ContinuousDynamics, DiscreteDynamics, Dynamics};
 pub use gpu_cartpole::{CartPoleState32, GpuCartPole};
 pub use mountain_car::{
     MountainCar, MountainCarContinuous, MountainCarContinuousDynamics, MountainCarContinuousParams,
@@ -25,4 +28,5 @@ pub use mountain_car::{
 };
 pub use nav::{Nav, NavConfig, NAV_NUM_ACTIONS, NAV_OBS_DIM};
 pub use pendulum::{Pendulum, PendulumDynamics, PendulumParams};
+pub use registry::{env_info, make_host_env, trainable_env, EnvInfo, HostEnv, ENVS};
 pub use vec_env::{EpisodeStats, EpisodeTracker, StepOut, VecEnv};

@@ -124,6 +124,38 @@ pub fn evaluate_cartpole(
     evaluate_env(ctx, spec, params, num_agents, &mut env, greedy, seed)
 }
 
+/// Returns of `episodes` greedy-or-sampled episodes per agent on the env
+/// `env_id` (Gymnasium's physics; for CartPole-v1 `settings.physics`),
+/// [P][episodes].
+pub fn evaluate_env_id(
+    ctx: &GpuContext,
+    spec: &ActorCriticSpec,
+    params: &GpuBuffer<f32>,
+    num_agents: usize,
+    env_id: &str,
+    settings: &EvalSettings,
+) -> Result<Vec<Vec<f64>>> {
+    if env_id == "CartPole-v1" {
+        return evaluate_cartpole(ctx, spec, params, num_agents, settings);
+    }
+    crate::config::check_eval_envs("episodes", settings.episodes, num_agents)?;
+    let mut env = crate::env::make_host_env(
+        env_id,
+        num_agents,
+        settings.episodes,
+        settings.max_episode_steps,
+    )?;
+    evaluate_env(
+        ctx,
+        spec,
+        params,
+        num_agents,
+        env.as_mut(),
+        settings.greedy,
+        settings.seed,
+    )
+}
+
 /// Returns of one episode in each env of `env`, [P][envs per agent]: env
 /// `p * N + n` is played by agent `p` (sampled actions, or argmax when
 /// `greedy`), starting from `env.reset(seed)`. Every env's episode must end

@@ -14,7 +14,9 @@ use std::time::Instant;
 use rand::SeedableRng;
 
 use crate::config::{EnvDevice, PpoConfig};
-use crate::env::{CartPole, CartPoleConfig, CartPoleParams, GpuCartPole, StepOut, VecEnv};
+use crate::env::{
+    make_host_env, trainable_env, CartPoleConfig, CartPoleParams, GpuCartPole, HostEnv, StepOut,
+};
 use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
 use crate::nn::init::init_mlp;
@@ -22,11 +24,11 @@ use crate::ops::ppo_loss::LossCoefs;
 use crate::ppo::gpu::{AgentUpdateStats, PpoGpu, UpdateSettings};
 use crate::ppo::net::ActorCriticSpec;
 use crate::ppo::permutations;
-use crate::ppo::policy::{evaluate_cartpole, EvalSettings};
+use crate::ppo::policy::{evaluate_env_id, EvalSettings};
 use crate::run::{
     load_checkpoint, plot_learning_curve, read_metrics, save_checkpoint, write_atomic,
     write_summary, AdamState, AgentState, Checkpoint, MetricsCsv, MetricsRow, RunDir, Summary,
-    METRICS_COLUMNS, SOLVED_RETURN,
+    METRICS_COLUMNS,
 };
 
 /// Training episodes averaged for the progress bar.
@@ -101,9 +103,11 @@ pub fn update_settings(config: &PpoConfig) -> UpdateSettings {
     }
 }
 
-/// The CartPole actor-critic of a config.
-pub fn cartpole_spec(config: &PpoConfig) -> Result<ActorCriticSpec> {
-    ActorCriticSpec::new(crate::env::OBS_DIM, crate::env::NUM_ACTIONS, &config.hidden)
+/// The actor-critic of a config for its env (`env_id`).
+pub fn env_spec(config: &PpoConfig) -> Result<ActorCriticSpec> {
+    let env = trainable_env("env_id", &config.env_id)?;
+    let num_actions = env.num_actions.unwrap_or(0);
+    ActorCriticSpec::new(env.obs_dim, num_actions, &config.hidden)
 }
 
 /// CleanRL's initialization for every agent; agent p draws from seed + p.
@@ -138,11 +142,11 @@ fn mean(values: &[f64]) -> Option<f64> {
 /// policy reads next, or on the device.
 enum Envs {
     Host {
-        env: CartPole,
+        env: Box<dyn HostEnv>,
         obs: Vec<f32>,
         out: StepOut,
     },
-    Device(GpuCartPole),
+    Device(Box<GpuCartPole>),
 }
 
 /// Checkpoint metadata keys of the two env kinds' states.
@@ -185,9 +189,7 @@ fn save(ctx: &GpuContext, gpu: &PpoGpu, run: &RunDir, snap: &Snapshot<'_>) -> Re
     metadata.insert("iteration".to_string(), snap.iteration.to_string());
     metadata.insert("global_step".to_string(), snap.global_step.to_string());
     match snap.env {
-        Envs::Host { env, .. } => {
-            metadata.insert(HOST_ENV_KEY.to_string(), to_json(&env.snapshot())?)
-        }
+        Envs::Host { env, .. } => metadata.insert(HOST_ENV_KEY.to_string(), env.snapshot_json()?),
         Envs::Device(env) => {
             metadata.insert(DEVICE_ENV_KEY.to_string(), to_json(&env.snapshot(ctx)?)?)
         }
@@ -259,7 +261,8 @@ pub fn load_run_config(run: &RunDir) -> Result<PpoConfig> {
 /// Trains `config` on `ctx`'s adapter. See the module docs.
 pub fn train(config: &PpoConfig, ctx: &GpuContext, options: &TrainOptions) -> Result<TrainReport> {
     config.validate()?;
-    let spec = cartpole_spec(config)?;
+    let env_info = trainable_env("env_id", &config.env_id)?;
+    let spec = env_spec(config)?;
     let settings = update_settings(config);
     let sizes = config.sizes();
     let (p_count, n) = (config.num_agents, config.num_envs);
@@ -289,13 +292,9 @@ pub fn train(config: &PpoConfig, ctx: &GpuContext, options: &TrainOptions) -> Re
         eprintln!("rollout: {rollout_line}");
         eprintln!("update: {}", gpu.update_path_description(ctx));
     }
-    let env_config = CartPoleConfig {
-        max_episode_steps,
-        ..CartPoleConfig::new(p_count, n)
-    };
     let mut envs = match config.env_device {
         EnvDevice::Cpu => {
-            let env = CartPole::new(env_config)?;
+            let env = make_host_env(&config.env_id, p_count, n, max_episode_steps)?;
             let num_envs = env.num_envs();
             Envs::Host {
                 env,
@@ -303,7 +302,17 @@ pub fn train(config: &PpoConfig, ctx: &GpuContext, options: &TrainOptions) -> Re
                 out: StepOut::new(num_envs, spec.obs_dim),
             }
         }
-        EnvDevice::Gpu => Envs::Device(GpuCartPole::new(ctx, env_config, config.num_steps)?),
+        EnvDevice::Gpu => {
+            let env_config = CartPoleConfig {
+                max_episode_steps,
+                ..CartPoleConfig::new(p_count, n)
+            };
+            Envs::Device(Box::new(GpuCartPole::new(
+                ctx,
+                env_config,
+                config.num_steps,
+            )?))
+        }
     };
 
     let (run, _lock, start_iteration, mut global_step, mut progress, mut csv) = match &options
@@ -376,8 +385,12 @@ pub fn train(config: &PpoConfig, ctx: &GpuContext, options: &TrainOptions) -> Re
             let global_step: u64 = json_metadata(&checkpoint, "global_step", &path)?;
             match &mut envs {
                 Envs::Host { env, obs, .. } => {
-                    env.restore(&json_metadata(&checkpoint, HOST_ENV_KEY, &path)?)?;
-                    *obs = env.observations();
+                    let state = metadata(&checkpoint, HOST_ENV_KEY, &path)?;
+                    env.restore_json(state).map_err(|e| Error::Format {
+                        path: path.clone(),
+                        reason: format!("checkpoint metadata '{HOST_ENV_KEY}': {e}"),
+                    })?;
+                    *obs = env.current_observations();
                 }
                 Envs::Device(env) => {
                     env.restore(ctx, &json_metadata(&checkpoint, DEVICE_ENV_KEY, &path)?)?
@@ -495,7 +508,7 @@ pub fn train(config: &PpoConfig, ctx: &GpuContext, options: &TrainOptions) -> Re
                 global_step += (n * config.num_steps) as u64;
                 gpu.rollout_host(
                     ctx,
-                    env,
+                    env.as_mut(),
                     obs,
                     out,
                     config.seed,
@@ -530,11 +543,12 @@ pub fn train(config: &PpoConfig, ctx: &GpuContext, options: &TrainOptions) -> Re
         let sps = ((global_step - steps_at_start) * p_count as u64) as f64 / training_s;
         if config.eval_every > 0 && global_step >= progress.next_eval_step {
             let eval_start = Instant::now();
-            let returns = evaluate_cartpole(
+            let returns = evaluate_env_id(
                 ctx,
                 &spec,
                 &gpu.params,
                 p_count,
+                &config.env_id,
                 &EvalSettings {
                     episodes: config.eval_episodes.min(PERIODIC_EVAL_EPISODES),
                     ..eval_settings
@@ -544,7 +558,7 @@ pub fn train(config: &PpoConfig, ctx: &GpuContext, options: &TrainOptions) -> Re
             let wall_s = progress.wall_offset_s + start.elapsed().as_secs_f64();
             let means: Vec<f64> = returns.iter().map(|r| mean_std(r).0).collect();
             for (p, &m) in means.iter().enumerate() {
-                if progress.steps_to_solved[p].is_none() && m >= SOLVED_RETURN {
+                if progress.steps_to_solved[p].is_none() && m >= env_info.solved_return {
                     progress.steps_to_solved[p] = Some(global_step);
                     progress.seconds_to_solved[p] = Some(wall_s);
                 }
@@ -648,16 +662,25 @@ pub fn train(config: &PpoConfig, ctx: &GpuContext, options: &TrainOptions) -> Re
         progress: &progress,
     };
     save(ctx, &gpu, &run, &snap)?;
-    plot_learning_curve(&all_rows, &run.plot_path())?;
+    plot_learning_curve(&all_rows, env_info.solved_return, &run.plot_path())?;
 
     let (eval_mean, eval_std) = if interrupted {
         (Vec::new(), Vec::new())
     } else {
-        let returns = evaluate_cartpole(ctx, &spec, &gpu.params, p_count, &eval_settings)?;
+        let returns = evaluate_env_id(
+            ctx,
+            &spec,
+            &gpu.params,
+            p_count,
+            &config.env_id,
+            &eval_settings,
+        )?;
         returns.iter().map(|r| mean_std(r)).unzip()
     };
     let summary = Summary {
         adapter: ctx.adapter.describe(),
+        env_id: config.env_id.clone(),
+        solved_return: env_info.solved_return,
         wall_s,
         global_steps: global_step * p_count as u64,
         sps: ((global_step - steps_at_start) * p_count as u64) as f64 / training_s,

@@ -20,10 +20,11 @@ const MAX_LEGEND_AGENTS: usize = 10;
 const WIDTH_PX: u32 = 960;
 const HEIGHT_PX: u32 = 600;
 
-/// Draws the learning curve of `metrics` and writes it atomically to `path`.
-/// Rows without an episodic return (no episode finished yet) are skipped;
-/// with none at all the axes are still drawn.
-pub fn plot_learning_curve(metrics: &[MetricsRow], path: &Path) -> Result<()> {
+/// Draws the learning curve of `metrics`, with the env's `solved` return as
+/// a dashed line, and writes it atomically to `path`. Rows without an
+/// episodic return (no episode finished yet) are skipped; with none at all
+/// the axes are still drawn.
+pub fn plot_learning_curve(metrics: &[MetricsRow], solved: f64, path: &Path) -> Result<()> {
     let mut curves: BTreeMap<usize, Vec<(f64, f64)>> = BTreeMap::new();
     for row in metrics {
         let points = curves.entry(row.agent).or_default();
@@ -39,11 +40,14 @@ pub fn plot_learning_curve(metrics: &[MetricsRow], path: &Path) -> Result<()> {
         .map(|row| row.global_step as f64)
         .fold(1.0, f64::max);
     let returns = curves.values().flatten().map(|&(_, y)| y);
-    let y_max = returns.clone().fold(SOLVED_RETURN, f64::max) * 1.05;
-    let y_min = returns.fold(0.0, f64::min);
+    let y_max = returns.clone().fold(solved.max(0.0), f64::max);
+    let y_min = returns.fold(solved.min(0.0), f64::min);
+    // 5% of the span above and below (CartPole's 0..500 becomes -25..525).
+    let pad = 0.05 * (y_max - y_min).max(1.0);
+    let (y_min, y_max) = (if y_min < 0.0 { y_min - pad } else { 0.0 }, y_max + pad);
 
     let mut svg = String::new();
-    draw(&mut svg, &curves, x_max, y_min..y_max).map_err(|reason| Error::Format {
+    draw(&mut svg, &curves, x_max, solved, y_min..y_max).map_err(|reason| Error::Format {
         path: path.to_path_buf(),
         reason: format!("cannot draw learning curve: {reason}"),
     })?;
@@ -54,6 +58,7 @@ fn draw(
     svg: &mut String,
     curves: &BTreeMap<usize, Vec<(f64, f64)>>,
     x_max: f64,
+    solved: f64,
     y_range: std::ops::Range<f64>,
 ) -> std::result::Result<(), String> {
     let root = SVGBackend::with_string(svg, (WIDTH_PX, HEIGHT_PX)).into_drawing_area();
@@ -93,13 +98,13 @@ fn draw(
     }
     chart
         .draw_series(DashedLineSeries::new(
-            [(0.0, SOLVED_RETURN), (x_max, SOLVED_RETURN)],
+            [(0.0, solved), (x_max, solved)],
             8,
             6,
             BLACK.stroke_width(1),
         ))
         .map_err(|e| e.to_string())?
-        .label(format!("solved ({SOLVED_RETURN})"))
+        .label(format!("solved ({solved})"))
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.stroke_width(1)));
     chart
         .configure_series_labels()

@@ -16,6 +16,13 @@ use crate::error::{Error, Result};
 pub struct Summary {
     /// The adapter that ran the kernels, as `ppo-wgpu adapters` describes it.
     pub adapter: String,
+    /// The env trained (Gymnasium's id); empty in summaries written before
+    /// other envs than CartPole-v1 could be trained.
+    pub env_id: String,
+    /// The mean greedy return that counts as solved for that env (its
+    /// Gymnasium `reward_threshold`); `steps_to_475` and `seconds_to_475`
+    /// are measured to it (475 for CartPole-v1, hence their names).
+    pub solved_return: f64,
     /// Seconds from start to end of training.
     pub wall_s: f64,
     /// Environment steps taken, summed over all agents.
@@ -23,8 +30,8 @@ pub struct Summary {
     /// `global_steps` over the training seconds (evaluations excluded).
     pub sps: f64,
     /// Per agent: the env steps (per agent) of the first evaluation during
-    /// training whose mean greedy return reached 475 (CartPole-v1's solved
-    /// threshold), or `None` if none did.
+    /// training whose mean greedy return reached `solved_return` (475,
+    /// CartPole-v1's threshold, gave the name), or `None` if none did.
     pub steps_to_475: Vec<Option<u64>>,
     /// Per agent: the wall-clock seconds at that point, start-up and
     /// evaluations included.

@@ -116,3 +116,30 @@ pub fn only_run_dir(root: &std::path::Path) -> std::path::PathBuf {
     assert_eq!(entries.len(), 1, "{entries:?}");
     entries.pop().unwrap()
 }
+
+/// An empty folder `ppo_wgpu_{group}_{name}_{pid}` in the temp dir.
+pub fn scratch_dir(group: &str, name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("ppo_wgpu_{group}_{name}_{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Train options writing run folders under `root`, otherwise the defaults.
+pub fn train_options(root: &std::path::Path) -> ppo_wgpu::ppo::trainer::TrainOptions {
+    ppo_wgpu::ppo::trainer::TrainOptions {
+        runs_root: root.to_path_buf(),
+        ..Default::default()
+    }
+}
+
+/// Metrics without the timing columns (SPS, wall_s).
+pub fn untimed(rows: &[ppo_wgpu::run::MetricsRow]) -> Vec<ppo_wgpu::run::MetricsRow> {
+    rows.iter()
+        .map(|r| ppo_wgpu::run::MetricsRow {
+            sps: None,
+            wall_s: 0.0,
+            ..r.clone()
+        })
+        .collect()
+}
