@@ -49,7 +49,7 @@ pub const PRESET_NAMES: [&str; 5] = ["default", "cleanrl", "seed", "linear", "me
 
 /// Every key a TOML file or `--set` may name, in struct order. A test keeps
 /// it equal to the fields serde sees.
-pub const FIELD_NAMES: [&str; 31] = [
+pub const FIELD_NAMES: [&str; 34] = [
     "env_id",
     "exp_name",
     "seed",
@@ -81,6 +81,9 @@ pub const FIELD_NAMES: [&str; 31] = [
     "update",
     "row_pass",
     "software_threads",
+    "norm_obs",
+    "norm_reward",
+    "norm_clip",
 ];
 
 /// Where environments are stepped.
@@ -194,6 +197,17 @@ pub struct PpoConfig {
     /// which), "driver" (a thread per core) or "single". An
     /// `LP_NUM_THREADS` set in the environment wins over it.
     pub software_threads: SoftwareThreads,
+    /// Normalize observations on the host as Gymnasium's
+    /// `NormalizeObservation` does (one running mean and variance per env,
+    /// as CleanRL wraps each env), clipped to ±`norm_clip`. The statistics
+    /// are saved in checkpoints and frozen for evaluation. Host envs only.
+    pub norm_obs: bool,
+    /// Normalize rewards as Gymnasium's `NormalizeReward` does (by the
+    /// running deviation of the `gamma`-discounted return, per env),
+    /// clipped to ±`norm_clip`. Episode returns stay the env's own.
+    pub norm_reward: bool,
+    /// Both normalizations clip to ±this (CleanRL: 10).
+    pub norm_clip: f64,
 }
 
 /// Sizes derived from a configuration (CleanRL computes them in one place too).
@@ -243,6 +257,9 @@ impl Default for PpoConfig {
             update: UpdatePath::Auto,
             row_pass: RowPass::Auto,
             software_threads: SoftwareThreads::Auto,
+            norm_obs: false,
+            norm_reward: false,
+            norm_clip: 10.0,
         }
     }
 }
@@ -354,6 +371,22 @@ impl PpoConfig {
                     "only CartPole-v1 has a device env so far; {} runs on the host (env_device = \"cpu\")",
                     env.id
                 ),
+            ));
+        }
+        if (self.norm_obs || self.norm_reward) && self.env_device == EnvDevice::Gpu {
+            let field = if self.norm_obs {
+                "norm_obs"
+            } else {
+                "norm_reward"
+            };
+            let reason = "normalizes on the host; it needs env_device = \"cpu\"";
+            return Err(Error::config(field, true, reason));
+        }
+        if !(self.norm_clip.is_finite() && self.norm_clip > 0.0) {
+            return Err(Error::config(
+                "norm_clip",
+                self.norm_clip,
+                "must be finite and positive",
             ));
         }
         check_name("exp_name", &self.exp_name)?;

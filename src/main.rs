@@ -369,6 +369,7 @@ fn eval(args: &EvalArgs) -> ppo_wgpu::Result<()> {
         polarity: args.polarity.unwrap_or(d.polarity),
     };
     physics.validate(0)?;
+    let obs_norm = checkpoint_obs_norm(&args.checkpoint, &checkpoint)?;
     let ctx = GpuContext::new(&args.adapter.options())?;
     let params: Vec<f32> = checkpoint
         .agents
@@ -389,6 +390,9 @@ fn eval(args: &EvalArgs) -> ppo_wgpu::Result<()> {
             greedy: args.greedy,
             seed: args.seed,
         },
+        obs_norm
+            .as_ref()
+            .map(|(stats, clip)| (stats.as_slice(), *clip)),
     )?;
     let mode = if args.greedy { "greedy" } else { "sampled" };
     for (p, r) in returns.iter().enumerate() {
@@ -399,6 +403,42 @@ fn eval(args: &EvalArgs) -> ppo_wgpu::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Where the checkpoint's run normalized observations (`norm_obs`): per
+/// agent, the statistics its training envs held at the checkpoint (merged),
+/// and the clip. Read before any work; a checkpoint that says it normalized
+/// but holds no statistics is refused.
+fn checkpoint_obs_norm(
+    path: &std::path::Path,
+    checkpoint: &ppo_wgpu::run::Checkpoint,
+) -> ppo_wgpu::Result<Option<(Vec<ppo_wgpu::env::normalize::ObsStats>, f64)>> {
+    use ppo_wgpu::env::normalize::{obs_stats_in_snapshot, per_agent};
+    let config = checkpoint
+        .metadata
+        .get("config")
+        .and_then(|text| toml::from_str::<toml::Table>(text).ok());
+    let get = |key: &str| config.as_ref().and_then(|c| c.get(key).cloned());
+    if get("norm_obs").and_then(|v| v.as_bool()) != Some(true) {
+        return Ok(None);
+    }
+    let clip = get("norm_clip").and_then(|v| v.as_float()).unwrap_or(10.0);
+    let bad = |reason: String| ppo_wgpu::Error::Format {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let state = checkpoint.metadata.get("env_state").ok_or_else(|| {
+        bad("its run normalized observations (norm_obs) but it holds no env_state with the statistics".into())
+    })?;
+    let stats = obs_stats_in_snapshot(state).map_err(|e| bad(e.to_string()))?;
+    let agents = checkpoint.agents.len();
+    if stats.is_empty() || stats.len() % agents != 0 {
+        return Err(bad(format!(
+            "its observation statistics cover {} envs, not a whole number per agent for {agents} agents",
+            stats.len()
+        )));
+    }
+    Ok(Some((per_agent(&stats, agents), clip)))
 }
 
 /// The env `eval` plays: `--env`, else the one the checkpoint's config

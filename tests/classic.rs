@@ -352,3 +352,178 @@ fn invalid_physics_is_refused_naming_the_field() {
     }
     assert!(matches!(Acrobot::new(0), Err(Error::InvalidConfig { .. })));
 }
+
+#[derive(serde::Deserialize)]
+struct NormalizeGolden {
+    gamma: f64,
+    clip: f64,
+    sequences: Vec<NormalizeSequence>,
+}
+
+#[derive(serde::Deserialize)]
+struct NormalizeReset {
+    step: usize,
+    raw_obs: Vec<f64>,
+    obs: Vec<f64>,
+}
+
+#[derive(serde::Deserialize)]
+struct NormalizeSequence {
+    env_id: String,
+    resets: Vec<NormalizeReset>,
+    raw_obs: Vec<Vec<f64>>,
+    raw_reward: Vec<f64>,
+    terminated: Vec<bool>,
+    obs: Vec<Vec<f64>>,
+    reward: Vec<f64>,
+}
+
+fn as_f32(values: &[f64]) -> Vec<f32> {
+    values.iter().map(|&v| v as f32).collect()
+}
+
+/// Gymnasium's NormalizeObservation + clip and NormalizeReward + clip
+/// (`scripts/gen_normalize_golden.py`) fed the same raw stream give the same
+/// float32 observations and float64 rewards, bit for bit.
+#[test]
+fn normalization_replays_gymnasium_bit_for_bit() {
+    use ppo_wgpu::env::normalize::{ObsStats, ReturnStats};
+    let path = format!(
+        "{}/tests/data/normalize_golden.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let golden: NormalizeGolden =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut clipped = 0;
+    let mut reward_clips = 0;
+    for sequence in &golden.sequences {
+        let dim = sequence.raw_obs[0].len();
+        let mut obs_stats = ObsStats::new(dim);
+        let mut return_stats = ReturnStats::default();
+        let mut check_obs = |raw: &[f64], recorded: &[f64], at: &str| {
+            let mut obs = as_f32(raw);
+            obs_stats.update(&obs);
+            obs_stats.normalize(&mut obs, golden.clip as f32);
+            clipped += obs.iter().filter(|v| v.abs() == golden.clip as f32).count();
+            assert_eq!(obs, as_f32(recorded), "{} {at}", sequence.env_id);
+        };
+        let mut resets = sequence.resets.iter().peekable();
+        for step in 0..sequence.obs.len() {
+            if let Some(reset) = resets.next_if(|r| r.step == step) {
+                check_obs(
+                    &reset.raw_obs,
+                    &reset.obs,
+                    &format!("reset before step {step}"),
+                );
+            }
+            check_obs(
+                &sequence.raw_obs[step],
+                &sequence.obs[step],
+                &format!("step {step}"),
+            );
+            let reward = return_stats.normalize(
+                sequence.raw_reward[step],
+                sequence.terminated[step],
+                golden.gamma,
+                golden.clip,
+            );
+            reward_clips += usize::from(reward.abs() == golden.clip);
+            assert_eq!(
+                reward, sequence.reward[step],
+                "{} reward at step {step}",
+                sequence.env_id
+            );
+        }
+    }
+    // Early in a stream the return's variance is tiny and rewards hit the clip.
+    assert!(reward_clips > 0, "the clip is never exercised");
+    eprintln!("clipped: {clipped} observation components, {reward_clips} rewards");
+}
+
+/// The wrapper applies each env's statistics in Gymnasium's order: the
+/// step's observation (the terminal one at an episode end), then the
+/// reset's; its state round-trips through a snapshot, and frozen it leaves
+/// the statistics alone.
+#[test]
+fn normalized_batches_follow_gymnasium_order_and_resume() {
+    use ppo_wgpu::env::normalize::{ObsStats, ReturnStats};
+    use ppo_wgpu::env::{make_host_env, HostEnv, NormalizeSettings, Normalized};
+    let settings = NormalizeSettings {
+        obs: true,
+        reward: true,
+        gamma: 0.99,
+        clip: 10.0,
+    };
+    let make = || make_host_env("MountainCar-v0", 1, 3, 20).unwrap();
+    let mut raw_env = make();
+    let mut env = Normalized::new(make(), settings).unwrap();
+    let mut raw = StepOut::new(3, 2);
+    let mut out = StepOut::new(3, 2);
+    raw_env.reset(5, &mut raw.obs).unwrap();
+    env.reset(5, &mut out.obs).unwrap();
+    let mut stats = vec![ObsStats::new(2); 3];
+    let mut returns = vec![ReturnStats::default(); 3];
+    let normalize = |stats: &mut ObsStats, obs: &[f32]| {
+        let mut obs = obs.to_vec();
+        stats.update(&obs);
+        stats.normalize(&mut obs, 10.0);
+        obs
+    };
+    for (e, stats) in stats.iter_mut().enumerate() {
+        assert_eq!(
+            out.obs[2 * e..2 * e + 2],
+            normalize(stats, &raw.obs[2 * e..2 * e + 2])[..]
+        );
+    }
+    let mut rng = StdRng::seed_from_u64(9);
+    for step in 0..45 {
+        let actions: Vec<u32> = (0..3).map(|_| rng.random_range(0..3)).collect();
+        raw_env.step(&actions, &mut raw).unwrap();
+        env.step(&actions, &mut out).unwrap();
+        assert_eq!(
+            (&out.terminated, &out.truncated),
+            (&raw.terminated, &raw.truncated)
+        );
+        for e in 0..3 {
+            let slot = 2 * e..2 * e + 2;
+            if raw.is_done(e) {
+                let terminal = normalize(&mut stats[e], &raw.final_obs[slot.clone()]);
+                assert_eq!(out.final_obs[slot.clone()], terminal[..], "step {step}");
+            }
+            assert_eq!(
+                out.obs[slot.clone()],
+                normalize(&mut stats[e], &raw.obs[slot])[..],
+                "step {step}"
+            );
+            let reward =
+                returns[e].normalize(f64::from(raw.reward[e]), raw.terminated[e] != 0, 0.99, 10.0);
+            assert_eq!(out.reward[e], reward as f32);
+        }
+    }
+    assert_eq!(env.state().obs, stats);
+    assert_eq!(env.current_observations(), out.obs);
+
+    // Snapshot, restore into a fresh wrapper: both continue identically.
+    let mut copy = Normalized::new(make(), settings).unwrap();
+    copy.restore_json(&env.snapshot_json().unwrap()).unwrap();
+    assert_eq!(copy.current_observations(), out.obs);
+    let mut out_copy = out.clone();
+    for _ in 0..10 {
+        let actions: Vec<u32> = (0..3).map(|_| rng.random_range(0..3)).collect();
+        env.step(&actions, &mut out).unwrap();
+        copy.step(&actions, &mut out_copy).unwrap();
+        // `final_obs` means something only where an episode ended.
+        for o in [&mut out, &mut out_copy] {
+            for e in 0..3 {
+                if !o.is_done(e) {
+                    o.final_obs[2 * e..2 * e + 2].fill(0.0);
+                }
+            }
+        }
+        assert_eq!(out, out_copy);
+    }
+    env.freeze(true);
+    let before = env.state().clone();
+    env.step(&[0, 1, 2], &mut out).unwrap();
+    assert_eq!(env.state(), &before);
+}

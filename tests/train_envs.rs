@@ -121,30 +121,9 @@ fn acrobot_learns_and_resumes_exactly() {
     // Two agents, stopped after 2 of 6 iterations and resumed: the same
     // metrics, parameters and env state as the uninterrupted run.
     config.total_timesteps = 6 * 512;
-    config.num_agents = 2;
-    config.checkpoint_every = 1;
-    let whole = train(&config, ctx, &common::train_options(&root.join("whole"))).unwrap();
-    let parts = common::train_options(&root.join("parts"));
-    let limited = TrainOptions {
-        max_iterations: Some(2),
-        ..parts.clone()
-    };
-    let first = train(&config, ctx, &limited).unwrap();
-    let resumed = TrainOptions {
-        resume: Some(first.run_dir.clone()),
-        ..parts
-    };
-    let resumed = train(&config, ctx, &resumed).unwrap();
-    assert_eq!(resumed.iteration, 6);
-    let rows_whole = read_metrics(&whole.run_dir.join("metrics.csv")).unwrap();
-    let rows_resumed = read_metrics(&resumed.run_dir.join("metrics.csv")).unwrap();
-    assert_eq!(common::untimed(&rows_whole), common::untimed(&rows_resumed));
-    let a = load_checkpoint(&whole.run_dir.join("checkpoint.safetensors")).unwrap();
-    let b = load_checkpoint(&resumed.run_dir.join("checkpoint.safetensors")).unwrap();
-    assert_eq!(a.agents, b.agents);
+    let (whole, a) = resumes_exactly(ctx, &config, &root);
     let state = a.metadata.get("env_state").unwrap();
     assert!(state.contains("\"env_id\":\"Acrobot-v1\""), "{state}");
-    assert_eq!(Some(state), b.metadata.get("env_state"));
     assert_eq!(a.actor_layers.first(), Some(&(6, 64)));
     assert_eq!(a.actor_layers.last(), Some(&(64, 3)));
 
@@ -212,4 +191,119 @@ fn mountain_car_trains_on_the_host() {
 
 fn scratch_dir(name: &str) -> std::path::PathBuf {
     common::scratch_dir("envs", name)
+}
+
+#[test]
+fn normalized_runs_resume_exactly_and_eval_sees_the_saved_statistics() {
+    let Some(ctx) = ctx() else { return };
+    let root = scratch_dir("norm");
+    let mut config = resolve(&[
+        "env_id=MountainCar-v0",
+        "num_envs=5",
+        "num_steps=16",
+        "norm_obs=true",
+        "norm_reward=true",
+        "eval_episodes=3",
+        "eval_every=0",
+    ])
+    .unwrap();
+    config.total_timesteps = 6 * 80;
+    let (_, a) = resumes_exactly(ctx, &config, &root);
+    let state = a.metadata.get("env_state").unwrap();
+    assert!(
+        state.contains("\"discounted\""),
+        "reward statistics saved: {state}"
+    );
+
+    // `eval` normalizes with the checkpoint's statistics, frozen: with the
+    // final evaluation's seed and size it returns the run's own result.
+    // (CartPole: its greedy returns depend on the normalized inputs, where
+    // MountainCar's untrained ones are all -200.)
+    let mut config = resolve(&["norm_obs=true", "eval_episodes=4", "eval_every=0"]).unwrap();
+    config.total_timesteps = 4 * 1024;
+    config.num_agents = 2;
+    let run = train(&config, ctx, &common::train_options(&root.join("cartpole"))).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ppo-wgpu"))
+        .args(["eval", "--greedy", "--episodes", "4", "--seed"])
+        .arg((config.seed + 1_000_003).to_string())
+        .arg("--checkpoint")
+        .arg(run.run_dir.join("checkpoint.safetensors"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!(
+        "final eval {:?}; eval: {stdout}",
+        run.summary.final_eval_mean
+    );
+    for (p, mean) in run.summary.final_eval_mean.iter().enumerate() {
+        assert!(
+            stdout.contains(&format!("agent {p}: mean return {mean:.1} ")),
+            "{mean}: {stdout}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(root);
+}
+
+#[test]
+fn normalization_settings_are_checked() {
+    for (sets, field) in [
+        (&["norm_obs=true", "env_device=gpu"][..], "norm_obs"),
+        (&["norm_reward=true", "env_device=gpu"][..], "norm_reward"),
+        (&["norm_clip=0"][..], "norm_clip"),
+        (&["norm_clip=nan"][..], "norm_clip"),
+    ] {
+        match resolve(sets) {
+            Err(error @ Error::InvalidConfig { .. }) => {
+                assert!(error.to_string().contains(field), "{sets:?}: {error}")
+            }
+            other => panic!("{sets:?}: expected InvalidConfig, got {other:?}"),
+        }
+    }
+}
+
+/// Two agents of `config`, stopped after 2 of its 6 iterations and resumed:
+/// the same metrics, parameters, env state and final evaluation as the
+/// uninterrupted run, whose report and checkpoint are returned.
+fn resumes_exactly(
+    ctx: &ppo_wgpu::GpuContext,
+    config: &PpoConfig,
+    root: &std::path::Path,
+) -> (
+    ppo_wgpu::ppo::trainer::TrainReport,
+    ppo_wgpu::run::Checkpoint,
+) {
+    let mut config = config.clone();
+    config.num_agents = 2;
+    config.checkpoint_every = 1;
+    let whole = train(&config, ctx, &common::train_options(&root.join("whole"))).unwrap();
+    let parts = common::train_options(&root.join("parts"));
+    let limited = TrainOptions {
+        max_iterations: Some(2),
+        ..parts.clone()
+    };
+    let first = train(&config, ctx, &limited).unwrap();
+    let resumed = TrainOptions {
+        resume: Some(first.run_dir.clone()),
+        ..parts
+    };
+    let resumed = train(&config, ctx, &resumed).unwrap();
+    assert_eq!(resumed.iteration, 6);
+    let rows_whole = read_metrics(&whole.run_dir.join("metrics.csv")).unwrap();
+    let rows_resumed = read_metrics(&resumed.run_dir.join("metrics.csv")).unwrap();
+    assert_eq!(common::untimed(&rows_whole), common::untimed(&rows_resumed));
+    let a = load_checkpoint(&whole.run_dir.join("checkpoint.safetensors")).unwrap();
+    let b = load_checkpoint(&resumed.run_dir.join("checkpoint.safetensors")).unwrap();
+    assert_eq!(a.agents, b.agents);
+    assert_eq!(a.metadata.get("env_state"), b.metadata.get("env_state"));
+    assert!(a.metadata.contains_key("env_state"));
+    assert_eq!(
+        resumed.summary.final_eval_mean,
+        whole.summary.final_eval_mean
+    );
+    (whole, a)
 }

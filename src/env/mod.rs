@@ -12,6 +12,7 @@ pub mod golden;
 pub mod gpu_cartpole;
 mod mountain_car;
 mod nav;
+pub mod normalize;
 mod pendulum;
 pub mod registry;
 mod vec_env;
@@ -27,6 +28,7 @@ pub use mountain_car::{
     MountainCarDynamics, MountainCarParams,
 };
 pub use nav::{Nav, NavConfig, NAV_NUM_ACTIONS, NAV_OBS_DIM};
+pub use normalize::{NormalizeSettings, Normalized};
 pub use pendulum::{Pendulum, PendulumDynamics, PendulumParams};
 pub use registry::{env_info, make_host_env, trainable_env, EnvInfo, HostEnv, ENVS};
 pub use vec_env::{EpisodeStats, EpisodeTracker, StepOut, VecEnv};

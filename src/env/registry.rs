@@ -117,6 +117,11 @@ pub trait HostEnv: VecEnv {
     fn restore_json(&mut self, json: &str) -> Result<()>;
     /// The observations the policy reads next.
     fn current_observations(&self) -> Vec<f32>;
+    /// Per env, the observation normalization's statistics, where the
+    /// batch normalizes observations.
+    fn obs_stats(&self) -> Option<&[super::normalize::ObsStats]> {
+        None
+    }
 }
 
 fn to_json<T: serde::Serialize>(value: &T) -> Result<String> {

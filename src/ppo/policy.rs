@@ -126,7 +126,9 @@ pub fn evaluate_cartpole(
 
 /// Returns of `episodes` greedy-or-sampled episodes per agent on the env
 /// `env_id` (Gymnasium's physics; for CartPole-v1 `settings.physics`),
-/// [P][episodes].
+/// [P][episodes]. With `obs_norm` (per agent: the statistics its training
+/// envs normalized observations with, clipped to ±`clip`), each agent sees
+/// observations normalized by its own, frozen.
 pub fn evaluate_env_id(
     ctx: &GpuContext,
     spec: &ActorCriticSpec,
@@ -134,17 +136,33 @@ pub fn evaluate_env_id(
     num_agents: usize,
     env_id: &str,
     settings: &EvalSettings,
+    obs_norm: Option<(&[crate::env::normalize::ObsStats], f64)>,
 ) -> Result<Vec<Vec<f64>>> {
-    if env_id == "CartPole-v1" {
-        return evaluate_cartpole(ctx, spec, params, num_agents, settings);
-    }
     crate::config::check_eval_envs("episodes", settings.episodes, num_agents)?;
-    let mut env = crate::env::make_host_env(
-        env_id,
-        num_agents,
-        settings.episodes,
-        settings.max_episode_steps,
-    )?;
+    let env: Box<dyn crate::env::HostEnv> = if env_id == "CartPole-v1" {
+        let config = CartPoleConfig {
+            max_episode_steps: settings.max_episode_steps,
+            ..CartPoleConfig::new(num_agents, settings.episodes)
+        };
+        let num_envs = num_agents * settings.episodes;
+        Box::new(CartPole::with_physics(
+            config,
+            &vec![settings.physics; num_envs],
+        )?)
+    } else {
+        crate::env::make_host_env(
+            env_id,
+            num_agents,
+            settings.episodes,
+            settings.max_episode_steps,
+        )?
+    };
+    let mut env = match obs_norm {
+        Some((stats, clip)) => Box::new(crate::env::normalize::frozen_obs_normalization(
+            env, stats, clip,
+        )?) as Box<dyn crate::env::HostEnv>,
+        None => env,
+    };
     evaluate_env(
         ctx,
         spec,

@@ -14,8 +14,10 @@ use std::time::Instant;
 use rand::SeedableRng;
 
 use crate::config::{EnvDevice, PpoConfig};
+use crate::env::normalize::{per_agent, ObsStats};
 use crate::env::{
-    make_host_env, trainable_env, CartPoleConfig, CartPoleParams, GpuCartPole, HostEnv, StepOut,
+    make_host_env, trainable_env, CartPoleConfig, CartPoleParams, GpuCartPole, HostEnv,
+    NormalizeSettings, Normalized, StepOut,
 };
 use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
@@ -147,6 +149,15 @@ enum Envs {
         out: StepOut,
     },
     Device(Box<GpuCartPole>),
+}
+
+/// Per agent, the observation statistics its envs normalize with (merged
+/// over its envs), where observations are normalized.
+fn agent_obs_stats(envs: &Envs, num_agents: usize) -> Option<Vec<ObsStats>> {
+    match envs {
+        Envs::Host { env, .. } => env.obs_stats().map(|s| per_agent(s, num_agents)),
+        Envs::Device(_) => None,
+    }
 }
 
 /// Checkpoint metadata keys of the two env kinds' states.
@@ -294,7 +305,16 @@ pub fn train(config: &PpoConfig, ctx: &GpuContext, options: &TrainOptions) -> Re
     }
     let mut envs = match config.env_device {
         EnvDevice::Cpu => {
-            let env = make_host_env(&config.env_id, p_count, n, max_episode_steps)?;
+            let mut env = make_host_env(&config.env_id, p_count, n, max_episode_steps)?;
+            if config.norm_obs || config.norm_reward {
+                let settings = NormalizeSettings {
+                    obs: config.norm_obs,
+                    reward: config.norm_reward,
+                    gamma: config.gamma,
+                    clip: config.norm_clip,
+                };
+                env = Box::new(Normalized::new(env, settings)?);
+            }
             let num_envs = env.num_envs();
             Envs::Host {
                 env,
@@ -543,6 +563,7 @@ pub fn train(config: &PpoConfig, ctx: &GpuContext, options: &TrainOptions) -> Re
         let sps = ((global_step - steps_at_start) * p_count as u64) as f64 / training_s;
         if config.eval_every > 0 && global_step >= progress.next_eval_step {
             let eval_start = Instant::now();
+            let obs_norm = agent_obs_stats(&envs, p_count);
             let returns = evaluate_env_id(
                 ctx,
                 &spec,
@@ -553,6 +574,7 @@ pub fn train(config: &PpoConfig, ctx: &GpuContext, options: &TrainOptions) -> Re
                     episodes: config.eval_episodes.min(PERIODIC_EVAL_EPISODES),
                     ..eval_settings
                 },
+                obs_norm.as_deref().map(|s| (s, config.norm_clip)),
             )?;
             eval_s_here += eval_start.elapsed().as_secs_f64();
             let wall_s = progress.wall_offset_s + start.elapsed().as_secs_f64();
@@ -674,6 +696,9 @@ pub fn train(config: &PpoConfig, ctx: &GpuContext, options: &TrainOptions) -> Re
             p_count,
             &config.env_id,
             &eval_settings,
+            agent_obs_stats(&envs, p_count)
+                .as_deref()
+                .map(|s| (s, config.norm_clip)),
         )?;
         returns.iter().map(|r| mean_std(r)).unzip()
     };
