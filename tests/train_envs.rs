@@ -19,24 +19,33 @@ fn resolve(sets: &[&str]) -> ppo_wgpu::Result<PpoConfig> {
 
 #[test]
 fn the_config_follows_the_env() {
-    // Without a preset, CartPole-v1 keeps the tuned default and the other
-    // envs get CleanRL's ppo.py; the episode limit is the env's TimeLimit
-    // unless set.
+    // Without a preset, each env gets its own (CartPole-v1 the tuned
+    // default, Acrobot CleanRL's ppo.py over 100k steps, MountainCar RL Zoo's
+    // settings with normalization); the episode limit is the env's
+    // TimeLimit unless set.
     let cartpole = resolve(&[]).unwrap();
     assert_eq!(
         (cartpole.hidden.clone(), cartpole.max_episode_steps),
         (vec![], 500)
     );
     let acrobot = resolve(&["env_id=Acrobot-v1"]).unwrap();
+    assert_eq!(acrobot, PpoConfig::preset("acrobot").unwrap());
     assert_eq!(
-        acrobot,
         PpoConfig {
-            env_id: "Acrobot-v1".into(),
-            ..PpoConfig::preset("cleanrl").unwrap()
-        }
+            env_id: "CartPole-v1".into(),
+            total_timesteps: 500_000,
+            ..acrobot
+        },
+        PpoConfig::preset("cleanrl").unwrap()
     );
     let car = resolve(&["env_id=MountainCar-v0"]).unwrap();
-    assert_eq!(car.max_episode_steps, 200);
+    assert_eq!(car, PpoConfig::preset("mountaincar").unwrap());
+    assert!(car.norm_obs && car.norm_reward);
+    // A preset names its env; another env's settings can be asked for.
+    let preset = PpoConfig::resolve(Some("mountaincar"), None, &[]).unwrap();
+    assert_eq!(preset.env_id, "MountainCar-v0");
+    let cleanrl_car = PpoConfig::resolve(Some("cleanrl"), None, &["env_id=MountainCar-v0".into()]);
+    assert_eq!(cleanrl_car.unwrap().max_episode_steps, 200);
     let car = resolve(&["env_id=MountainCar-v0", "max_episode_steps=300"]).unwrap();
     assert_eq!(car.max_episode_steps, 300);
     let named =
@@ -169,8 +178,12 @@ fn acrobot_learns_and_resumes_exactly() {
 fn mountain_car_trains_on_the_host() {
     let Some(ctx) = ctx() else { return };
     let root = scratch_dir("car");
-    let mut config =
-        resolve(&["env_id=MountainCar-v0", "eval_episodes=2", "eval_every=0"]).unwrap();
+    let sets = [
+        "env_id=MountainCar-v0".into(),
+        "eval_episodes=2".into(),
+        "eval_every=0".into(),
+    ];
+    let mut config = PpoConfig::resolve(Some("cleanrl"), None, &sets).unwrap();
     config.total_timesteps = 2 * 512;
     let report = train(&config, ctx, &common::train_options(&root)).unwrap();
     // Reward -1 per step, episodes cut at 200 steps: each env's first
