@@ -76,6 +76,10 @@ struct BenchArgs {
     /// Presets to run, comma-separated.
     #[arg(long, default_value = "default,cleanrl")]
     presets: String,
+    /// Envs to run each preset on, comma-separated Gymnasium ids (default:
+    /// each preset's own, CartPole-v1 for most).
+    #[arg(long, value_name = "IDS")]
+    envs: Option<String>,
     /// Population sizes to run, comma-separated.
     #[arg(long, default_value = "1,64")]
     agents: String,
@@ -507,6 +511,7 @@ fn check_fits_env(
 struct BenchRow {
     adapter: String,
     preset: String,
+    env_id: String,
     env_device: ppo_wgpu::config::EnvDevice,
     num_agents: usize,
     num_envs: usize,
@@ -527,7 +532,8 @@ struct BenchRow {
     update_dispatches: usize,
     /// Queue submissions per iteration (rollout and update).
     submissions_per_iteration: f64,
-    /// Seconds to a mean greedy return of 475 (median agent), adapter start-up included.
+    /// Seconds to a mean greedy return of the env's solved return (475 for
+    /// CartPole-v1; median agent), adapter start-up included.
     seconds_to_475: Option<f64>,
     agents_reaching_475: usize,
     final_eval_mean: f64,
@@ -549,11 +555,25 @@ fn bench(args: &BenchArgs) -> ppo_wgpu::Result<()> {
     let presets: Vec<String> = parse_list("--presets", &args.presets)?;
     let populations: Vec<usize> = parse_list("--agents", &args.agents)?;
     let devices: Vec<String> = parse_list("--env-devices", &args.env_devices)?;
+    let envs: Vec<Option<String>> = match &args.envs {
+        Some(list) => parse_list::<String>("--envs", list)?
+            .into_iter()
+            .map(Some)
+            .collect(),
+        None => vec![None],
+    };
     let mut configs = Vec::new();
-    for preset in &presets {
+    for (preset, env) in presets
+        .iter()
+        .flat_map(|p| envs.iter().map(move |e| (p, e)))
+    {
         for &agents in &populations {
             for device in &devices {
-                let sets = [format!("env_device={device}")];
+                let mut sets = vec![format!("env_device={device}")];
+                if let Some(id) = env {
+                    ppo_wgpu::env::trainable_env("--envs", id)?;
+                    sets.push(format!("env_id={id}"));
+                }
                 let mut config = PpoConfig::resolve(Some(preset), None, &sets)?;
                 config.num_agents = agents;
                 if args.max_timesteps > 0 {
@@ -599,8 +619,9 @@ fn bench(args: &BenchArgs) -> ppo_wgpu::Result<()> {
     let runs_root = scratch.path().to_path_buf();
     let mut rows = Vec::new();
     println!(
-        "{:<8} {:>4} {:>6} {:>10} {:>8} {:>12} {:>12} {:>17} {:>12} {:>22} {:>10} {:>10} {:>10} {:>9} {:>10} {:>8}",
+        "{:<11} {:<14} {:>4} {:>6} {:>10} {:>8} {:>12} {:>12} {:>17} {:>12} {:>22} {:>10} {:>10} {:>10} {:>9} {:>10} {:>8}",
         "preset",
+        "env id",
         "env",
         "agents",
         "envs×steps",
@@ -613,7 +634,7 @@ fn bench(args: &BenchArgs) -> ppo_wgpu::Result<()> {
         "dispatches",
         "update ms",
         "submits/it",
-        "s to 475",
+        "s to goal",
         "eval mean",
         "wall s"
     );
@@ -646,6 +667,7 @@ fn bench(args: &BenchArgs) -> ppo_wgpu::Result<()> {
         let row = BenchRow {
             adapter: ctx.adapter.describe(),
             preset,
+            env_id: config.env_id.clone(),
             env_device: config.env_device,
             num_agents: config.num_agents,
             num_envs: config.num_envs,
@@ -665,8 +687,9 @@ fn bench(args: &BenchArgs) -> ppo_wgpu::Result<()> {
             wall_s: s.wall_s + startup_s,
         };
         println!(
-            "{:<8} {:>4} {:>6} {:>10} {:>8} {:>12} {:>12.0} {:>17} {:>12.0} {:>22} {:>10} {:>10.2} {:>10.1} {:>9} {:>10.1} {:>8.1}",
+            "{:<11} {:<14} {:>4} {:>6} {:>10} {:>8} {:>12} {:>12.0} {:>17} {:>12.0} {:>22} {:>10} {:>10.2} {:>10.1} {:>9} {:>10.1} {:>8.1}",
             row.preset,
+            row.env_id,
             format!("{:?}", row.env_device).to_lowercase(),
             row.num_agents,
             format!("{}×{}", row.num_envs, row.num_steps),

@@ -320,3 +320,70 @@ fn resumes_exactly(
     );
     (whole, a)
 }
+
+#[test]
+fn bench_runs_other_envs_and_names_them() {
+    if ctx().is_none() {
+        return;
+    }
+    let dir = scratch_dir("bench");
+    let json = dir.join("bench.json");
+    let bench = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_ppo-wgpu"))
+            .args([
+                "bench",
+                "--presets",
+                "cleanrl",
+                "--agents",
+                "1",
+                "--max-timesteps",
+                "1024",
+            ])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = bench(&[
+        "--envs",
+        "Acrobot-v1,MountainCar-v0",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let ids: Vec<&str> = table
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["env_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["Acrobot-v1", "MountainCar-v0"]);
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("cleanrl") && l.contains("Acrobot-v1")),
+        "{stdout}"
+    );
+    for (extra, says) in [
+        (&["--envs", "Pendulum-v1"][..], "continuous actions"),
+        (
+            &["--envs", "Acrobot-v1", "--env-devices", "gpu"][..],
+            "only CartPole-v1 has a device env",
+        ),
+    ] {
+        let out = bench(extra);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{extra:?}: {stderr}");
+        assert!(
+            stderr.contains(says) && !stderr.contains("adapter:"),
+            "{extra:?}: {stderr}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
