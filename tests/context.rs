@@ -783,6 +783,27 @@ fn checkpoint_round_trips_context_weights() {
         file.tensor("context.critic.2.weight").unwrap().shape(),
         [8, 3]
     );
+    // A NaN or infinity in a context tensor is refused on load, naming it.
+    let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + header_len]).unwrap();
+    for (name, value, element) in [
+        ("context.actor.0.weight", f32::NAN, 0),
+        ("context.critic.2.weight", f32::INFINITY, 5),
+    ] {
+        let offset = header[name]["data_offsets"][0].as_u64().unwrap() as usize;
+        let at = 8 + header_len + offset + 4 * element;
+        let mut poisoned = bytes.clone();
+        poisoned[at..at + 4].copy_from_slice(&value.to_le_bytes());
+        let bad = dir.join("poisoned.safetensors");
+        std::fs::write(&bad, poisoned).unwrap();
+        let message = load_checkpoint(&bad).unwrap_err().to_string();
+        assert!(
+            message.contains(name)
+                && message.contains(&format!("element {element}"))
+                && message.contains("finite"),
+            "{message}"
+        );
+    }
     // Weights of the wrong size are refused, and nothing is written.
     let bad = Checkpoint {
         context: Some(ContextWeights {

@@ -450,11 +450,18 @@ pub fn load_checkpoint(path: &Path) -> Result<Checkpoint> {
             (critic_name.as_str(), critic_units),
         ] {
             let view = tensor(&file, name, Dtype::F32, &[units, dim]).map_err(&format_error)?;
+            let start = weights.len();
             weights.extend(
                 view.data()
                     .chunks_exact(4)
                     .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
             );
+            if let Some(i) = weights[start..].iter().position(|v| !v.is_finite()) {
+                return Err(format_error(format!(
+                    "tensor {name} holds {} at element {i}: a checkpoint's values must be finite",
+                    weights[start + i]
+                )));
+            }
             seen.insert(name.to_string());
         }
         if dim == 0 {
