@@ -2,9 +2,11 @@
 //! against Gymnasium's recordings (`scripts/gen_golden.py`), and the
 //! batch's auto-reset, determinism and input validation.
 
+mod common;
+
 use std::path::PathBuf;
 
-use ppo_wgpu::env::golden::{self, replay_file, GoldenAction, OBS_TOLERANCE};
+use ppo_wgpu::env::golden::{self, replay_file, GoldenAction};
 use ppo_wgpu::env::{
     Acrobot, AcrobotParams, EpisodeStats, MountainCar, MountainCarContinuous, MountainCarParams,
     Pendulum, PendulumParams, StepOut, VecEnv,
@@ -13,65 +15,21 @@ use ppo_wgpu::Error;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-fn data(name: &str) -> String {
-    format!(
-        "{}/tests/data/{name}_golden.json",
-        env!("CARGO_MANIFEST_DIR")
-    )
-}
-
-/// Replays a recording and checks it exercises what it should: at least
-/// `terminations` and `truncations` episode ends, and for continuous envs
-/// actions beyond the bounds.
-fn check_replay(name: &str, env_id: &str, terminations: usize, truncations: usize) {
-    let path = data(name);
-    let recording = golden::load(&path).unwrap();
-    assert_eq!(recording.env_id, env_id);
-    let count = |flags: fn(&golden::GoldenTrajectory) -> &Vec<bool>| -> usize {
-        let trajectories = recording.trajectories.iter();
-        trajectories
-            .map(|t| flags(t).iter().filter(|&&f| f).count())
-            .sum()
-    };
-    assert!(
-        count(|t| &t.terminated) >= terminations,
-        "{name}: too few terminations"
-    );
-    assert!(
-        count(|t| &t.truncated) >= truncations,
-        "{name}: too few truncations"
-    );
-
-    let report = replay_file(&path).unwrap();
-    let steps: usize = recording.trajectories.iter().map(|t| t.actions.len()).sum();
-    assert_eq!(report.steps, steps);
-    assert!(report.max_obs_error <= OBS_TOLERANCE, "{name}: {report:?}");
-    assert_eq!(report.flag_mismatches, 0, "{name}: {report:?}");
-    assert_eq!(report.reward_mismatches, 0, "{name}: {report:?}");
-    // With glibc's libm (the one numpy used for the recording) the replay is
-    // bit-exact. That is stricter than the tolerance: computing
-    // MountainCarContinuous in float64 throughout, not with numpy's float32
-    // scalars, stays within 1e-5 but is not exact.
-    if cfg!(all(target_os = "linux", target_env = "gnu")) {
-        assert_eq!(report.max_obs_error, 0.0, "{name}: {report:?}");
-    }
-}
-
 #[test]
 fn acrobot_replays_gymnasium() {
-    check_replay("acrobot", "Acrobot-v1", 20, 2);
+    common::check_replay("acrobot", "Acrobot-v1", 20, 2);
 }
 
 #[test]
 fn mountain_car_replays_gymnasium() {
-    check_replay("mountain_car", "MountainCar-v0", 5, 2);
+    common::check_replay("mountain_car", "MountainCar-v0", 5, 2);
 }
 
 #[test]
 fn mountain_car_continuous_replays_gymnasium() {
-    check_replay("mountain_car_continuous", "MountainCarContinuous-v0", 5, 2);
+    common::check_replay("mountain_car_continuous", "MountainCarContinuous-v0", 5, 2);
     // The recording clips actions (beyond ±1) and hits the left wall.
-    let recording = golden::load(data("mountain_car_continuous")).unwrap();
+    let recording = golden::load(common::golden_data("mountain_car_continuous")).unwrap();
     let beyond = recording
         .trajectories
         .iter()
@@ -88,8 +46,8 @@ fn mountain_car_continuous_replays_gymnasium() {
 
 #[test]
 fn pendulum_replays_gymnasium() {
-    check_replay("pendulum", "Pendulum-v1", 0, 8);
-    let recording = golden::load(data("pendulum")).unwrap();
+    common::check_replay("pendulum", "Pendulum-v1", 0, 8);
+    let recording = golden::load(common::golden_data("pendulum")).unwrap();
     let at_max_speed = recording
         .trajectories
         .iter()

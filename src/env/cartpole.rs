@@ -10,7 +10,7 @@
 //! approximation would differ in the last bit, and the unstable pole grows a
 //! one-ulp difference to about 5e-2 within 500 steps.
 
-use super::vec_env::{reset_unit, EpisodeStats, StepOut, VecEnv};
+use super::vec_env::{check_env_index, invalid_env, reset_unit, EpisodeStats, StepOut, VecEnv};
 use crate::{Error, Result};
 
 /// Observation components: cart position, cart velocity, pole angle, pole
@@ -371,13 +371,7 @@ impl CartPole {
     }
 
     fn check_env(&self, env: usize) -> Result<()> {
-        let num_envs = self.x.len();
-        if env < num_envs {
-            Ok(())
-        } else {
-            let reason = format!("env index out of range for {num_envs} envs");
-            Err(invalid_env(env, "env", env, reason))
-        }
+        check_env_index(env, self.x.len())
     }
 
     fn reset_all(&mut self, seed: u64) {
@@ -539,19 +533,5 @@ impl VecEnv for CartPole {
 
     fn drain_episodes(&mut self, into: &mut Vec<EpisodeStats>) {
         into.append(&mut self.finished);
-    }
-}
-
-fn invalid_env(
-    index: usize,
-    field: &str,
-    value: impl ToString,
-    reason: impl Into<String>,
-) -> Error {
-    Error::InvalidEnv {
-        index,
-        field: field.into(),
-        value: value.to_string(),
-        reason: reason.into(),
     }
 }

@@ -14,7 +14,8 @@
 //! `x ** 2` is the C library's `pow`, as numpy's scalar power is (it differs
 //! from `x * x` in the last bit about once in a thousand).
 
-use super::vec_env::{reset_unit, EpisodeStats, StepOut, VecEnv};
+pub(crate) use super::vec_env::invalid_env;
+use super::vec_env::{check_env_index, reset_unit, EpisodeStats, StepOut, VecEnv};
 use crate::{Error, Result};
 
 /// A classic-control task's state, parameters, reset and observation.
@@ -261,13 +262,7 @@ impl<D: Dynamics> Classic<D> {
     }
 
     fn check_env(&self, env: usize) -> Result<()> {
-        let num_envs = self.params.len();
-        if env < num_envs {
-            Ok(())
-        } else {
-            let reason = format!("env index out of range for {num_envs} envs");
-            Err(invalid_env(env, "env", env, reason))
-        }
+        check_env_index(env, self.params.len())
     }
 
     fn reset_all(&mut self, seed: u64) {
@@ -356,12 +351,8 @@ impl<D: DiscreteDynamics> VecEnv for Classic<D> {
     }
 
     fn step(&mut self, actions: &[u32], out: &mut StepOut) -> Result<()> {
-        out.check_len(
-            &format!("{}::step", D::ID),
-            actions,
-            self.num_envs(),
-            D::OBS_DIM,
-        )?;
+        // The env's id names it in errors (no per-step formatting).
+        out.check_len(D::ID, actions, self.num_envs(), D::OBS_DIM)?;
         if let Some(env) = actions.iter().position(|&a| a as usize >= D::NUM_ACTIONS) {
             let reason = format!("must be below {}", D::NUM_ACTIONS);
             return Err(invalid_env(env, "action", actions[env], reason));
@@ -396,12 +387,11 @@ impl<D: ContinuousDynamics> Classic<D> {
     /// before any env steps.
     pub fn step_continuous(&mut self, actions: &[f32], out: &mut StepOut) -> Result<()> {
         let num_envs = self.params.len();
-        let op = format!("{}::step", D::ID);
         let expected = num_envs * D::ACTION_DIM;
         if actions.len() != expected {
-            return Err(Error::shape(&op, "actions", expected, actions.len()));
+            return Err(Error::shape(D::ID, "actions", expected, actions.len()));
         }
-        out.check_len(&op, &vec![0; num_envs], num_envs, D::OBS_DIM)?;
+        out.check_buffers(D::ID, num_envs, D::OBS_DIM)?;
         if let Some(i) = actions.iter().position(|a| !a.is_finite()) {
             return Err(invalid_env(
                 i / D::ACTION_DIM,
@@ -422,20 +412,6 @@ impl<D: ContinuousDynamics> Classic<D> {
     /// Appends the statistics of episodes that ended since the last call.
     pub fn drain_episodes_continuous(&mut self, into: &mut Vec<EpisodeStats>) {
         into.append(&mut self.finished);
-    }
-}
-
-pub(crate) fn invalid_env(
-    index: usize,
-    field: &str,
-    value: impl ToString,
-    reason: impl Into<String>,
-) -> Error {
-    Error::InvalidEnv {
-        index,
-        field: field.into(),
-        value: value.to_string(),
-        reason: reason.into(),
     }
 }
 

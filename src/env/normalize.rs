@@ -226,7 +226,6 @@ pub struct Normalized {
     settings: NormalizeSettings,
     state: NormalizeState,
     frozen: bool,
-    raw: StepOut,
 }
 
 impl Normalized {
@@ -257,7 +256,6 @@ impl Normalized {
             settings,
             state,
             frozen: false,
-            raw: StepOut::new(n, dim),
         })
     }
 
@@ -342,13 +340,11 @@ impl VecEnv for Normalized {
     fn step(&mut self, actions: &[u32], out: &mut StepOut) -> Result<()> {
         let (n, dim) = (self.num_envs(), self.obs_dim());
         out.check_len("Normalized::step", actions, n, dim)?;
-        let mut raw = std::mem::replace(&mut self.raw, StepOut::new(0, 0));
-        let stepped = self.inner.step(actions, &mut raw);
-        if let Err(error) = stepped {
-            self.raw = raw;
-            return Err(error);
-        }
-        out.clone_from(&raw);
+        // The env writes its raw step into `out`; each env's entries are
+        // then normalized in place (its raw reward read before it is
+        // overwritten).
+        self.inner.step(actions, out)?;
+        let (gamma, clip) = (self.settings.gamma, self.settings.clip);
         for env in 0..n {
             let slot = env * dim..(env + 1) * dim;
             // Gymnasium's order: the step's (terminal) observation, then
@@ -358,16 +354,14 @@ impl VecEnv for Normalized {
             }
             self.observe(env, &mut out.obs[slot]);
             if let Some(stats) = self.state.reward.get_mut(env) {
-                let reward = f64::from(raw.reward[env]);
-                let (gamma, clip) = (self.settings.gamma, self.settings.clip);
+                let reward = f64::from(out.reward[env]);
                 out.reward[env] = if self.frozen {
                     (reward / (stats.var + EPSILON).sqrt()).clamp(-clip, clip)
                 } else {
-                    stats.normalize(reward, raw.terminated[env] != 0, gamma, clip)
+                    stats.normalize(reward, out.terminated[env] != 0, gamma, clip)
                 } as f32;
             }
         }
-        self.raw = raw;
         Ok(())
     }
 

@@ -164,8 +164,16 @@ impl StepOut {
         num_envs: usize,
         obs_dim: usize,
     ) -> Result<()> {
+        if actions.len() != num_envs {
+            return Err(Error::shape(op, "actions", num_envs, actions.len()));
+        }
+        self.check_buffers(op, num_envs, obs_dim)
+    }
+
+    /// Checks that every buffer fits `num_envs` environments with `obs_dim`
+    /// components (for envs whose actions are not one index per env).
+    pub fn check_buffers(&self, op: &str, num_envs: usize, obs_dim: usize) -> Result<()> {
         let lengths = [
-            ("actions", actions.len(), num_envs),
             ("obs", self.obs.len(), num_envs * obs_dim),
             ("reward", self.reward.len(), num_envs),
             ("terminated", self.terminated.len(), num_envs),
@@ -241,6 +249,31 @@ impl EpisodeTracker {
         self.returns.fill(0.0);
         self.lengths.fill(0);
         self.finished.clear();
+    }
+}
+
+/// An [`Error::InvalidEnv`] for env `index`.
+pub(crate) fn invalid_env(
+    index: usize,
+    field: &str,
+    value: impl ToString,
+    reason: impl Into<String>,
+) -> Error {
+    Error::InvalidEnv {
+        index,
+        field: field.into(),
+        value: value.to_string(),
+        reason: reason.into(),
+    }
+}
+
+/// Refuses an env index outside a batch of `num_envs`.
+pub(crate) fn check_env_index(env: usize, num_envs: usize) -> Result<()> {
+    if env < num_envs {
+        Ok(())
+    } else {
+        let reason = format!("env index out of range for {num_envs} envs");
+        Err(invalid_env(env, "env", env, reason))
     }
 }
 

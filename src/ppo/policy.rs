@@ -87,7 +87,7 @@ impl Policy {
     }
 }
 
-/// How to evaluate a policy on CartPole.
+/// How to evaluate a policy ([`evaluate_env_id`]).
 #[derive(Clone, Copy, Debug)]
 pub struct EvalSettings {
     /// Episodes per agent, each on its own env.
@@ -97,31 +97,6 @@ pub struct EvalSettings {
     /// Argmax actions instead of sampling.
     pub greedy: bool,
     pub seed: u64,
-}
-
-/// Returns of `settings.episodes` CartPole episodes per agent, [P][episodes].
-pub fn evaluate_cartpole(
-    ctx: &GpuContext,
-    spec: &ActorCriticSpec,
-    params: &GpuBuffer<f32>,
-    num_agents: usize,
-    settings: &EvalSettings,
-) -> Result<Vec<Vec<f64>>> {
-    let EvalSettings {
-        episodes,
-        max_episode_steps,
-        physics,
-        greedy,
-        seed,
-    } = *settings;
-    crate::config::check_eval_envs("episodes", episodes, num_agents)?;
-    let config = CartPoleConfig {
-        max_episode_steps,
-        ..CartPoleConfig::new(num_agents, episodes)
-    };
-    let num_envs = num_agents * episodes;
-    let mut env = CartPole::with_physics(config, &vec![physics; num_envs])?;
-    evaluate_env(ctx, spec, params, num_agents, &mut env, greedy, seed)
 }
 
 /// Returns of `episodes` greedy-or-sampled episodes per agent on the env

@@ -151,13 +151,32 @@ enum Envs {
     Device(Box<GpuCartPole>),
 }
 
-/// Per agent, the observation statistics its envs normalize with (merged
-/// over its envs), where observations are normalized.
-fn agent_obs_stats(envs: &Envs, num_agents: usize) -> Option<Vec<ObsStats>> {
-    match envs {
-        Envs::Host { env, .. } => env.obs_stats().map(|s| per_agent(s, num_agents)),
+/// Greedy (or sampled) returns of every agent on fresh envs of the run's
+/// env, [P][episodes]; where observations are normalized, each agent sees
+/// them normalized by its training envs' statistics (merged), frozen.
+fn evaluate_agents(
+    ctx: &GpuContext,
+    config: &PpoConfig,
+    spec: &ActorCriticSpec,
+    gpu: &PpoGpu,
+    envs: &Envs,
+    settings: &EvalSettings,
+) -> Result<Vec<Vec<f64>>> {
+    let obs_norm: Option<Vec<ObsStats>> = match envs {
+        Envs::Host { env, .. } => env.obs_stats().map(|s| per_agent(s, config.num_agents)),
         Envs::Device(_) => None,
-    }
+    };
+    let obs_norm = obs_norm.as_deref().map(|s| (s, config.norm_clip));
+    let p_count = config.num_agents;
+    evaluate_env_id(
+        ctx,
+        spec,
+        &gpu.params,
+        p_count,
+        &config.env_id,
+        settings,
+        obs_norm,
+    )
 }
 
 /// Checkpoint metadata keys of the two env kinds' states.
@@ -563,19 +582,11 @@ pub fn train(config: &PpoConfig, ctx: &GpuContext, options: &TrainOptions) -> Re
         let sps = ((global_step - steps_at_start) * p_count as u64) as f64 / training_s;
         if config.eval_every > 0 && global_step >= progress.next_eval_step {
             let eval_start = Instant::now();
-            let obs_norm = agent_obs_stats(&envs, p_count);
-            let returns = evaluate_env_id(
-                ctx,
-                &spec,
-                &gpu.params,
-                p_count,
-                &config.env_id,
-                &EvalSettings {
-                    episodes: config.eval_episodes.min(PERIODIC_EVAL_EPISODES),
-                    ..eval_settings
-                },
-                obs_norm.as_deref().map(|s| (s, config.norm_clip)),
-            )?;
+            let settings = EvalSettings {
+                episodes: config.eval_episodes.min(PERIODIC_EVAL_EPISODES),
+                ..eval_settings
+            };
+            let returns = evaluate_agents(ctx, config, &spec, &gpu, &envs, &settings)?;
             eval_s_here += eval_start.elapsed().as_secs_f64();
             let wall_s = progress.wall_offset_s + start.elapsed().as_secs_f64();
             let means: Vec<f64> = returns.iter().map(|r| mean_std(r).0).collect();
@@ -689,17 +700,7 @@ pub fn train(config: &PpoConfig, ctx: &GpuContext, options: &TrainOptions) -> Re
     let (eval_mean, eval_std) = if interrupted {
         (Vec::new(), Vec::new())
     } else {
-        let returns = evaluate_env_id(
-            ctx,
-            &spec,
-            &gpu.params,
-            p_count,
-            &config.env_id,
-            &eval_settings,
-            agent_obs_stats(&envs, p_count)
-                .as_deref()
-                .map(|s| (s, config.norm_clip)),
-        )?;
+        let returns = evaluate_agents(ctx, config, &spec, &gpu, &envs, &eval_settings)?;
         returns.iter().map(|r| mean_std(r)).unzip()
     };
     let summary = Summary {

@@ -143,3 +143,53 @@ pub fn untimed(rows: &[ppo_wgpu::run::MetricsRow]) -> Vec<ppo_wgpu::run::Metrics
         })
         .collect()
 }
+
+/// The path of `tests/data/{name}_golden.json`.
+pub fn golden_data(name: &str) -> String {
+    format!(
+        "{}/tests/data/{name}_golden.json",
+        env!("CARGO_MANIFEST_DIR")
+    )
+}
+
+/// Replays `tests/data/{name}_golden.json` (Gymnasium's `env_id`) and
+/// checks it matches, and that it exercises at least `terminations` and
+/// `truncations` episode ends.
+pub fn check_replay(name: &str, env_id: &str, terminations: usize, truncations: usize) {
+    let path = golden_data(name);
+    let recording = ppo_wgpu::env::golden::load(&path).unwrap();
+    assert_eq!(recording.env_id, env_id);
+    let count = |flags: fn(&ppo_wgpu::env::golden::GoldenTrajectory) -> &Vec<bool>| -> usize {
+        let trajectories = recording.trajectories.iter();
+        trajectories
+            .map(|t| flags(t).iter().filter(|&&f| f).count())
+            .sum()
+    };
+    assert!(
+        count(|t| &t.terminated) >= terminations,
+        "{name}: too few terminations"
+    );
+    assert!(
+        count(|t| &t.truncated) >= truncations,
+        "{name}: too few truncations"
+    );
+
+    let report = ppo_wgpu::env::golden::replay_file(&path).unwrap();
+    let steps: usize = recording.trajectories.iter().map(|t| t.actions.len()).sum();
+    assert_eq!(report.trajectories, recording.trajectories.len());
+    assert_eq!(report.steps, steps);
+    assert!(
+        report.max_obs_error <= ppo_wgpu::env::golden::OBS_TOLERANCE,
+        "{name}: {report:?}"
+    );
+    assert_eq!(report.flag_mismatches, 0, "{name}: {report:?}");
+    assert_eq!(report.reward_mismatches, 0, "{name}: {report:?}");
+    // With glibc's libm (the one numpy used for the recording) the replay is
+    // bit-exact. That is stricter than the tolerance: computing
+    // MountainCarContinuous in float64 throughout, not with numpy's float32
+    // scalars, stays within 1e-5 but is not exact.
+    if cfg!(all(target_os = "linux", target_env = "gnu")) {
+        assert_eq!(report.max_obs_error, 0.0, "{name}: {report:?}");
+    }
+    assert!(report.passed());
+}
